@@ -1,0 +1,220 @@
+#pragma once
+// A method is a composition of the four roles, fixed at compile time:
+//
+//   compressor<HeadSelector, TokenScorer, BudgetAllocator, Executor>
+//
+// The per-layer step is split so an engine can step in between:
+//   plan p = c.begin(n);                          // once per sequence: budgets for every layer
+//   token_scores s = c.score(p, layer, kv);       // reads q_window and K (w x n per scoring head)
+//   ...engine may all-reduce s across tensor-parallel ranks (token_scores::accumulate)...
+//   selection sel = c.select(p, layer, s);        // per-head budgets + top-k
+//   lengths = c.evict(sel, kv);                   // moves kept rows in the engine's memory
+// or all at once: lengths = c.compress_layer(p, layer, kv).
+//
+// The compressor itself is immutable; all per-sequence state lives in the plan, so different
+// sequences (and, for allocators without a cascade, different layers) can be compressed from
+// different threads.
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "kvtrim/core/budget.hpp"
+#include "kvtrim/core/error.hpp"
+#include "kvtrim/core/layer_kv.hpp"
+#include "kvtrim/core/scores.hpp"
+#include "kvtrim/core/shape.hpp"
+#include "kvtrim/evict/compact_in_place.hpp"
+#include "kvtrim/evict/top_k.hpp"
+
+namespace kvtrim {
+
+struct compress_options {
+  budget target = budget::tokens(64);  // B, window included
+  index_t window = 8;                  // w: the last w prompt tokens, always kept
+};
+
+namespace detail {
+// Allocators whose earlier layers' budgets can shrink as later layers arrive (CAKE's cascade)
+// expose current_layer_budgets(state); the compressor then keeps what it needs to re-trim.
+template <class A, class = void>
+struct has_cascade : std::false_type {};
+template <class A>
+struct has_cascade<A, std::void_t<decltype(std::declval<const A&>().current_layer_budgets(
+                          std::declval<const typename A::state&>()))>> : std::true_type {};
+}  // namespace detail
+
+template <class HeadSelector, class TokenScorer, class BudgetAllocator,
+          class Executor = compact_in_place>
+class compressor {
+ public:
+  using allocator_state = typename BudgetAllocator::state;
+  static constexpr bool cascades = detail::has_cascade<BudgetAllocator>::value;
+
+  // Per-sequence state.
+  struct plan {
+    index_t prompt_length = 0;
+    index_t window = 0;
+    index_t budget = 0;  // B resolved for this prompt
+    allocator_state alloc{};
+    // For cascading allocators only: per layer, per local KV head, the scores of the rows kept
+    // (in kept order, window rows last) and the current lengths.
+    std::vector<std::vector<std::vector<float>>> kept_scores;
+    std::vector<std::vector<index_t>> lengths;
+  };
+
+  compressor(model_shape shape, compress_options opt, HeadSelector sel = {}, TokenScorer scorer = {},
+             BudgetAllocator alloc = {}, Executor exec = {})
+      : shape_(shape), opt_(opt), sel_(std::move(sel)), scorer_(std::move(scorer)),
+        alloc_(std::move(alloc)), exec_(std::move(exec)) {
+    shape_.validate();
+    detail::require(opt_.window >= 1, "window ", opt_.window, " must be >= 1");
+  }
+
+  const model_shape& shape() const { return shape_; }
+  const compress_options& options() const { return opt_; }
+  const HeadSelector& head_selector() const { return sel_; }
+  const TokenScorer& token_scorer() const { return scorer_; }
+  const BudgetAllocator& allocator() const { return alloc_; }
+
+  plan begin(index_t prompt_length) const {
+    detail::require(prompt_length > 0, "empty prompt (0 tokens)");
+    detail::require(shape_.context <= 0 || prompt_length <= shape_.context, "prompt of ",
+                    prompt_length, " tokens exceeds the model's context of ", shape_.context);
+    detail::require(opt_.window <= prompt_length, "window ", opt_.window,
+                    " is larger than the prompt (", prompt_length, " tokens)");
+    plan p;
+    p.prompt_length = prompt_length;
+    p.window = opt_.window;
+    p.budget = opt_.target.resolve(prompt_length);
+    p.alloc = alloc_.plan(shape_, p.budget, prompt_length, opt_.window);
+    if constexpr (cascades) {
+      p.kept_scores.resize(static_cast<size_t>(shape_.layers));
+      p.lengths.resize(static_cast<size_t>(shape_.layers));
+    }
+    return p;
+  }
+
+  template <class T>
+  token_scores score(const plan& p, int layer, const layer_kv<T>& kv) const {
+    check(p, layer, kv);
+    return scorer_.score(layer, kv, sel_.heads(layer, shape_), shape_);
+  }
+
+  selection select(plan& p, int layer, const token_scores& s) const {
+    check_layer_index(layer);
+    detail::require(s.prompt_length() == p.prompt_length && s.window == p.window,
+                    "scores for a prompt of ", s.prompt_length(), " tokens (window ", s.window,
+                    ") do not match the plan's ", p.prompt_length, " (window ", p.window, ")");
+    const std::vector<index_t> budgets = alloc_.head_budgets(p.alloc, layer, s);
+    selection sel = select_top(s, budgets);
+    if constexpr (cascades) remember(p, layer, s, sel);
+    return sel;
+  }
+
+  template <class T>
+  std::vector<index_t> evict(const selection& sel, const layer_kv<T>& kv) const {
+    return exec_.apply(sel, kv);
+  }
+
+  template <class T>
+  std::vector<index_t> compress_layer(plan& p, int layer, const layer_kv<T>& kv) const {
+    const token_scores s = score(p, layer, kv);
+    return evict(select(p, layer, s), kv);
+  }
+
+  // Cascading allocators: the earlier layers whose budget shrank since they were compressed.
+  std::vector<int> pending_retrims(const plan& p) const {
+    std::vector<int> out;
+    if constexpr (cascades) {
+      const std::vector<index_t> now = alloc_.current_layer_budgets(p.alloc);
+      for (size_t l = 0; l < now.size() && l < p.lengths.size(); ++l)
+        for (index_t len : p.lengths[l])
+          if (len > std::max(now[l], p.window)) {
+            out.push_back(static_cast<int>(l));
+            break;
+          }
+    }
+    return out;
+  }
+
+  // Re-trims an already compacted layer (rows [0, length) of each head hold the kept tokens in
+  // order) to its current, smaller budget, keeping the highest-scored rows and the window.
+  template <class T>
+  std::vector<index_t> retrim(plan& p, int layer, const layer_kv<T>& kv) const {
+    static_assert(cascades, "retrim is only needed with a cascading allocator (cake_layers)");
+    check_layer_index(layer);
+    const auto l = static_cast<size_t>(layer);
+    detail::require(!p.lengths[l].empty(), "retrim: layer ", layer, " was not compressed yet");
+    const index_t target = std::max(alloc_.current_layer_budgets(p.alloc)[l], p.window);
+    const auto heads = static_cast<index_t>(p.lengths[l].size());
+    detail::require(kv.keys.heads() == heads, "retrim: ", kv.keys.heads(),
+                    " KV heads in the views, ", heads, " when compressed");
+    // Heads of one layer share the layer's budget under a cascading allocator, so the compacted
+    // layer is a prompt of the (common) current length whose last w rows are the window.
+    layer_kv<T> cur = kv;
+    cur.length = *std::max_element(p.lengths[l].begin(), p.lengths[l].end());
+    detail::require(*std::min_element(p.lengths[l].begin(), p.lengths[l].end()) == cur.length,
+                    "retrim: heads of layer ", layer, " have different lengths");
+    selection sel;
+    sel.keep.resize(static_cast<size_t>(heads));
+    for (index_t h = 0; h < heads; ++h) {
+      const auto hh = static_cast<size_t>(h);
+      const index_t len = p.lengths[l][hh];
+      detail::require(kv.keys.tokens() >= len, "retrim: views hold ", kv.keys.tokens(),
+                      " tokens, layer ", layer, " head ", h, " has ", len);
+      token_scores s = token_scores::make(false, 1, 0, len, std::min(p.window, len));
+      std::copy_n(p.kept_scores[l][hh].begin(), s.candidates, s.values.begin());
+      selection one = select_top(s, {std::min(target, len)});
+      sel.keep[hh] = std::move(one.keep[0]);
+      std::vector<float> kept;
+      for (index_t i : sel.keep[hh]) kept.push_back(p.kept_scores[l][hh][static_cast<size_t>(i)]);
+      p.kept_scores[l][hh] = std::move(kept);
+      p.lengths[l][hh] = static_cast<index_t>(sel.keep[hh].size());
+    }
+    return exec_.apply(sel, cur);
+  }
+
+ private:
+  template <class T>
+  void check(const plan& p, int layer, const layer_kv<T>& kv) const {
+    check_layer_index(layer);
+    detail::check_layer(kv, shape_.kv_heads);
+    detail::require(kv.prompt_length() == p.prompt_length, "layer ", layer, " holds ",
+                    kv.prompt_length(), " tokens, the plan was made for ", p.prompt_length);
+    detail::require(kv.window() == p.window, "layer ", layer, " has a window of ", kv.window(),
+                    " queries, the plan expects ", p.window);
+    detail::require(kv.keys.dim() == shape_.head_dim, "head_dim ", kv.keys.dim(),
+                    " differs from the model's ", shape_.head_dim);
+    detail::require(kv.group() == shape_.group(), "query heads per KV head ", kv.group(),
+                    " differs from the model's G = ", shape_.group());
+  }
+  void check_layer_index(int layer) const {
+    detail::require(layer >= 0 && layer < shape_.layers, "layer ", layer, " outside [0, ",
+                    shape_.layers, ")");
+  }
+
+  void remember(plan& p, int layer, const token_scores& s, const selection& sel) const {
+    const auto l = static_cast<size_t>(layer);
+    p.kept_scores[l].assign(sel.keep.size(), {});
+    p.lengths[l] = sel.lengths();
+    for (size_t h = 0; h < sel.keep.size(); ++h) {
+      const float* row = s.row_for_head(static_cast<index_t>(h));
+      auto& out = p.kept_scores[l][h];
+      out.reserve(sel.keep[h].size());
+      // Window rows get +inf-like priority by construction of select_top; store them as max.
+      for (index_t t : sel.keep[h])
+        out.push_back(t < s.candidates ? row[t] : std::numeric_limits<float>::max());
+    }
+  }
+
+  model_shape shape_;
+  compress_options opt_;
+  HeadSelector sel_{};
+  TokenScorer scorer_{};
+  BudgetAllocator alloc_{};
+  Executor exec_{};
+};
+
+}  // namespace kvtrim

@@ -1,0 +1,311 @@
+// The composition layer: named methods end to end on constructed views, the split
+// score -> reduce -> select -> evict step (tensor-parallel ranks), batches, `full` as identity,
+// CAKE's cascade re-trims, and the runtime front's bad-input errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kvtrim/kvtrim.hpp"
+
+namespace {
+
+using kvtrim::index_t;
+
+struct layer_buffers {
+  index_t kv_heads, q_heads, n, w, d;
+  std::vector<float> k, v, q;
+  layer_buffers(index_t kvh, index_t qh, index_t n_, index_t w_, index_t d_, unsigned seed)
+      : kv_heads(kvh), q_heads(qh), n(n_), w(w_), d(d_), k(size_t(kvh * n_ * d_)),
+        v(size_t(kvh * n_ * d_)), q(size_t(qh * w_ * d_)) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> g(0.f, 1.f);
+    for (auto& x : k) x = g(rng);
+    for (auto& x : q) x = g(rng);
+    // V rows carry their (head, token) identity so moved rows can be recognised.
+    for (index_t h = 0; h < kvh; ++h)
+      for (index_t t = 0; t < n_; ++t)
+        for (index_t j = 0; j < d_; ++j) v[size_t((h * n_ + t) * d_ + j)] = float(h * 100000 + t);
+  }
+  kvtrim::layer_kv<float> views(index_t head_begin = 0, index_t heads = -1) {
+    if (heads < 0) heads = kv_heads;
+    const index_t g = q_heads / kv_heads;
+    kvtrim::layer_kv<float> kv;
+    kv.keys = kvtrim::view3<float>::head_major(k.data(), kv_heads, n, d).head_range(head_begin, heads);
+    kv.values = kvtrim::view3<float>::head_major(v.data(), kv_heads, n, d).head_range(head_begin, heads);
+    kv.queries = kvtrim::view3<const float>::head_major(q.data(), q_heads, w, d)
+                     .head_range(head_begin * g, heads * g);
+    kv.kv_head_offset = head_begin;
+    return kv;
+  }
+  // The original token index held by row t of head h (read back from V).
+  index_t token_at(index_t h, index_t t) const {
+    return index_t(v[size_t((h * n + t) * d)]) - h * 100000;
+  }
+};
+
+kvtrim::profile test_profile(const kvtrim::model_shape& s) {
+  kvtrim::profile p;
+  p.model = "test";
+  p.layers = s.layers;
+  p.q_heads = s.q_heads;
+  p.kv_heads = s.kv_heads;
+  for (int l = 0; l < s.layers; ++l) {
+    std::vector<double> srh(size_t(s.q_heads)), rr(size_t(s.q_heads));
+    for (int h = 0; h < s.q_heads; ++h) {
+      srh[size_t(h)] = double((h * 7 + l * 3) % s.q_heads);
+      rr[size_t(h)] = double((h * 5 + l) % s.q_heads) / s.q_heads;
+    }
+    p.semantic_retrieval.push_back(srh);
+    p.retrieval_reasoning.push_back(rr);
+    p.layer_error.push_back(1.0 + l);
+  }
+  double sum = std::accumulate(p.layer_error.begin(), p.layer_error.end(), 0.0);
+  for (auto& e : p.layer_error) e /= sum;
+  return p;
+}
+
+const kvtrim::model_shape kShape{4, 8, 4, 16, 4096};
+
+TEST(Method, EveryNamedMethodKeepsItsBudgetAndTheWindowInOrder) {
+  const kvtrim::profile prof = test_profile(kShape);
+  for (const std::string& name : kvtrim::method_names()) {
+    kvtrim::method_config cfg;
+    cfg.name = name;
+    cfg.target = kvtrim::budget::tokens(48);
+    cfg.prof = &prof;
+    const kvtrim::method m = kvtrim::make_method(cfg, kShape);
+    const index_t n = 300;
+    auto seq = m.begin(n);
+    index_t kept = 0;
+    for (int l = 0; l < kShape.layers; ++l) {
+      layer_buffers buf(4, 8, n, 8, 16, 100u + unsigned(l));
+      const auto lengths = seq->compress_layer(l, buf.views());
+      ASSERT_EQ(lengths.size(), 4u) << name;
+      for (index_t h = 0; h < 4; ++h) {
+        const index_t len = lengths[size_t(h)];
+        ASSERT_GE(len, 8) << name;
+        ASSERT_LE(len, n) << name;
+        for (index_t t = 1; t < len; ++t) ASSERT_LT(buf.token_at(h, t - 1), buf.token_at(h, t)) << name;
+        for (index_t i = 0; i < 8; ++i) ASSERT_EQ(buf.token_at(h, len - 8 + i), n - 8 + i) << name;
+        kept += len;
+      }
+      for (int r : seq->pending_retrims()) {
+        (void)r;  // cascade re-trims are checked in CakeCascade below
+      }
+    }
+    if (name == "full") {
+      EXPECT_EQ(kept, kShape.layers * 4 * n);
+    } else if (name != "cake") {
+      EXPECT_EQ(kept, kShape.layers * 4 * 48) << name << ": equal bytes at equal B";
+    }
+  }
+}
+
+TEST(Method, FullLeavesMemoryUntouched) {
+  kvtrim::method_config cfg;
+  cfg.name = "full";
+  const kvtrim::method m = kvtrim::make_method(cfg, kShape);
+  layer_buffers buf(4, 8, 100, 8, 16, 7);
+  const auto k0 = buf.k, v0 = buf.v;
+  auto seq = m.begin(100);
+  const auto lengths = seq->compress_layer(0, buf.views());
+  EXPECT_EQ(lengths, std::vector<index_t>(4, 100));
+  EXPECT_EQ(buf.k, k0);
+  EXPECT_EQ(buf.v, v0);
+}
+
+TEST(Method, BudgetAtLeastThePromptKeepsEverything) {
+  const kvtrim::profile prof = test_profile(kShape);
+  for (const std::string name : {"snapkv", "pyramidkv", "compresskv", "headkv", "adakv"}) {
+    kvtrim::method_config cfg;
+    cfg.name = name;
+    cfg.prof = &prof;
+    cfg.target = kvtrim::budget::tokens(1000);
+    auto seq = kvtrim::make_method(cfg, kShape).begin(200);
+    layer_buffers buf(4, 8, 200, 8, 16, 3);
+    const auto v0 = buf.v;
+    EXPECT_EQ(seq->compress_layer(1, buf.views()), std::vector<index_t>(4, 200)) << name;
+    EXPECT_EQ(buf.v, v0) << name;
+  }
+}
+
+TEST(Method, RejectsBadConfiguration) {
+  kvtrim::method_config cfg;
+  cfg.name = "nope";
+  EXPECT_THROW(kvtrim::make_method(cfg, kShape), kvtrim::error);
+  cfg.name = "compresskv";  // no profile
+  EXPECT_THROW(kvtrim::make_method(cfg, kShape), kvtrim::error);
+  kvtrim::model_shape other = kShape;
+  other.layers = 5;
+  const kvtrim::profile prof = test_profile(other);
+  cfg.prof = &prof;  // profile of another model
+  EXPECT_THROW(kvtrim::make_method(cfg, kShape), kvtrim::error);
+  cfg.name = "snapkv";
+  cfg.kernel = 4;
+  EXPECT_THROW(kvtrim::make_method(cfg, kShape), kvtrim::error);
+  EXPECT_THROW(kvtrim::budget::tokens(0), kvtrim::error);
+  EXPECT_THROW(kvtrim::budget::ratio(1.5), kvtrim::error);
+  EXPECT_THROW(kvtrim::budget::ratio(0.0), kvtrim::error);
+}
+
+TEST(Method, RejectsBadPromptsBeforeTouchingMemory) {
+  kvtrim::method_config cfg;
+  const kvtrim::method m = kvtrim::make_method(cfg, kShape);
+  EXPECT_THROW(m.begin(0), kvtrim::error);     // empty prompt
+  EXPECT_THROW(m.begin(5000), kvtrim::error);  // longer than the context
+  EXPECT_THROW(m.begin(4), kvtrim::error);     // window larger than the prompt
+  auto seq = m.begin(100);
+  layer_buffers buf(4, 8, 120, 8, 16, 1);
+  const auto v0 = buf.v;
+  EXPECT_THROW(seq->compress_layer(0, buf.views()), kvtrim::error);  // 120 tokens, plan for 100
+  auto kv = buf.views();
+  kv.length = 100;
+  kv.values = kvtrim::view3<float>::head_major(buf.v.data(), 4, 120, 8);  // dim disagrees
+  EXPECT_THROW(seq->compress_layer(0, kv), kvtrim::error);
+  EXPECT_THROW(seq->compress_layer(9, buf.views()), kvtrim::error);  // layer out of range
+  EXPECT_EQ(buf.v, v0);
+}
+
+// Two tensor-parallel "ranks" holding half the KV heads each reach the decision of one rank
+// holding all, after an all-reduce (addition) of the shared per-layer scores.
+TEST(Method, TensorParallelRanksAgreeWithOneRank) {
+  const kvtrim::profile prof = test_profile(kShape);
+  for (const std::string name : {"compresskv", "snapkv", "streaming", "random"}) {
+    kvtrim::method_config cfg;
+    cfg.name = name;
+    cfg.prof = &prof;
+    cfg.target = kvtrim::budget::tokens(40);
+    const kvtrim::method m = kvtrim::make_method(cfg, kShape);
+    const index_t n = 257;
+    for (int layer = 0; layer < kShape.layers; ++layer) {
+      layer_buffers one(4, 8, n, 8, 16, 11u + unsigned(layer));
+      layer_buffers ranks = one;
+      auto s_all = m.begin(n);
+      const auto sel_all = s_all->select(layer, s_all->score(layer, one.views()));
+      auto r0 = m.begin(n), r1 = m.begin(n);
+      auto kv0 = ranks.views(0, 2), kv1 = ranks.views(2, 2);
+      kvtrim::token_scores p0 = r0->score(layer, kv0), p1 = r1->score(layer, kv1);
+      if (p0.shared) {  // all-reduce of the shared row
+        kvtrim::token_scores sum0 = p0, sum1 = p1;
+        sum0.accumulate(p1);
+        sum1.accumulate(p0);
+        p0 = sum0;
+        p1 = sum1;
+      }
+      const auto sel0 = r0->select(layer, p0), sel1 = r1->select(layer, p1);
+      ASSERT_EQ(sel0.keep.size(), 2u);
+      EXPECT_EQ(sel0.keep[0], sel_all.keep[0]) << name << " layer " << layer;
+      EXPECT_EQ(sel0.keep[1], sel_all.keep[1]) << name << " layer " << layer;
+      EXPECT_EQ(sel1.keep[0], sel_all.keep[2]) << name << " layer " << layer;
+      EXPECT_EQ(sel1.keep[1], sel_all.keep[3]) << name << " layer " << layer;
+      r0->evict(sel0, kv0);
+      r1->evict(sel1, kv1);
+      s_all->evict(sel_all, one.views());
+      EXPECT_EQ(one.v, ranks.v);
+    }
+  }
+}
+
+// A padded batch: each sequence compressed as if alone; padding never kept.
+TEST(Batch, SequencesOfDifferentLengthsMatchSeparateRuns) {
+  const index_t kvh = 4, qh = 8, w = 8, d = 16, cap = 200;
+  const std::vector<index_t> lengths = {200, 120, 57};
+  std::vector<layer_buffers> alone;
+  std::vector<float> bk, bv, bq;
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    layer_buffers one(kvh, qh, lengths[s], w, d, 40u + unsigned(s));
+    layer_buffers padded(kvh, qh, cap, w, d, 999);
+    for (index_t h = 0; h < kvh; ++h)
+      for (index_t t = 0; t < lengths[s]; ++t)
+        for (index_t j = 0; j < d; ++j) {
+          padded.k[size_t((h * cap + t) * d + j)] = one.k[size_t((h * lengths[s] + t) * d + j)];
+          padded.v[size_t((h * cap + t) * d + j)] = one.v[size_t((h * lengths[s] + t) * d + j)];
+        }
+    padded.q = one.q;
+    bk.insert(bk.end(), padded.k.begin(), padded.k.end());
+    bv.insert(bv.end(), padded.v.begin(), padded.v.end());
+    bq.insert(bq.end(), padded.q.begin(), padded.q.end());
+    alone.push_back(one);
+  }
+  using C = kvtrim::compressor<kvtrim::all_heads, kvtrim::window_attention, kvtrim::uniform>;
+  const C c(kShape, kvtrim::compress_options{kvtrim::budget::tokens(32), w});
+  kvtrim::batch_layer_kv<float> batch;
+  batch.keys = kvtrim::view3<float>::head_major(bk.data(), kvh, cap, d);
+  batch.values = kvtrim::view3<float>::head_major(bv.data(), kvh, cap, d);
+  batch.queries = kvtrim::view3<const float>::head_major(bq.data(), qh, w, d);
+  batch.kv_stride_seq = kvh * cap * d;
+  batch.q_stride_seq = qh * w * d;
+  batch.lengths = lengths;
+  std::vector<C::plan> plans;
+  for (index_t n : lengths) plans.push_back(c.begin(n));
+  const auto got = kvtrim::compress_batch(c, plans, 2, batch);
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    auto p = c.begin(lengths[s]);
+    const auto want = c.compress_layer(p, 2, alone[s].views());
+    EXPECT_EQ(got[s], want);
+    for (index_t h = 0; h < kvh; ++h)
+      for (index_t t = 0; t < want[size_t(h)]; ++t)
+        EXPECT_EQ(bv[size_t(s) * size_t(kvh * cap * d) + size_t((h * cap + t) * d)],
+                  alone[s].v[size_t((h * lengths[s] + t) * d)]);
+  }
+}
+
+// CAKE: as later layers arrive, earlier layers' budgets shrink; re-trimming keeps the running
+// total within L x B per head at every stage (CAKE's cascade: the first layer may hold up to
+// L x (B - w) candidates until later layers arrive) and ends at exactly L x B.
+TEST(CakeCascade, RetrimsKeepTheRunningTotalWithinBudget) {
+  kvtrim::method_config cfg;
+  cfg.name = "cake";
+  cfg.target = kvtrim::budget::tokens(40);
+  const kvtrim::method m = kvtrim::make_method(cfg, kShape);
+  const index_t n = 300;
+  auto seq = m.begin(n);
+  std::vector<layer_buffers> layers;
+  for (int l = 0; l < kShape.layers; ++l) layers.emplace_back(4, 8, n, 8, 16, 70u + unsigned(l) * 13);
+  std::vector<std::vector<index_t>> len(size_t(kShape.layers));
+  for (int l = 0; l < kShape.layers; ++l) {
+    len[size_t(l)] = seq->compress_layer(l, layers[size_t(l)].views());
+    for (int r : seq->pending_retrims()) {
+      auto kv = layers[size_t(r)].views();
+      const auto before = len[size_t(r)];
+      len[size_t(r)] = seq->retrim(r, kv);
+      for (index_t h = 0; h < 4; ++h) {
+        EXPECT_LE(len[size_t(r)][size_t(h)], before[size_t(h)]);
+        const index_t L = len[size_t(r)][size_t(h)];
+        for (index_t i = 0; i < 8; ++i) EXPECT_EQ(layers[size_t(r)].token_at(h, L - 8 + i), n - 8 + i);
+        for (index_t t = 1; t < L; ++t)
+          EXPECT_LT(layers[size_t(r)].token_at(h, t - 1), layers[size_t(r)].token_at(h, t));
+      }
+    }
+    EXPECT_TRUE(seq->pending_retrims().empty());
+    index_t total = 0;
+    for (int j = 0; j <= l; ++j) total += len[size_t(j)][0];
+    EXPECT_LE(total, kShape.layers * 40) << "after layer " << l;
+  }
+  index_t total = 0;
+  for (const auto& x : len) total += std::accumulate(x.begin(), x.end(), index_t{0});
+  EXPECT_EQ(total, kShape.layers * 4 * 40);
+}
+
+TEST(Method, HalfAndBf16ViewsCompressLikeFloat) {
+  kvtrim::method_config cfg;
+  cfg.name = "snapkv";
+  cfg.target = kvtrim::budget::tokens(24);
+  const kvtrim::method m = kvtrim::make_method(cfg, kShape);
+  layer_buffers buf(4, 8, 128, 8, 16, 5);
+  std::vector<kvtrim::bfloat16> kb(buf.k.size()), vb(buf.v.size()), qb(buf.q.size());
+  for (size_t i = 0; i < kb.size(); ++i) kb[i] = kvtrim::from_float<kvtrim::bfloat16>(buf.k[i]);
+  for (size_t i = 0; i < vb.size(); ++i) vb[i] = kvtrim::from_float<kvtrim::bfloat16>(float(i % 251));
+  for (size_t i = 0; i < qb.size(); ++i) qb[i] = kvtrim::from_float<kvtrim::bfloat16>(buf.q[i]);
+  kvtrim::layer_kv<kvtrim::bfloat16> kv;
+  kv.keys = kvtrim::view3<kvtrim::bfloat16>::head_major(kb.data(), 4, 128, 16);
+  kv.values = kvtrim::view3<kvtrim::bfloat16>::head_major(vb.data(), 4, 128, 16);
+  kv.queries = kvtrim::view3<const kvtrim::bfloat16>::head_major(qb.data(), 8, 8, 16);
+  auto seq = m.begin(128);
+  EXPECT_EQ(seq->compress_layer(0, kv), std::vector<index_t>(4, 24));
+}
+
+}  // namespace
