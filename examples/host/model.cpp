@@ -1,7 +1,5 @@
 #include "host/model.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,7 +8,6 @@
 #include <limits>
 #include <stdexcept>
 
-double g_attn = 0;
 namespace kvhost {
 namespace {
 
@@ -119,9 +116,11 @@ void rope_tables(const std::vector<double>& inv_freq, int64_t pos, float* cos_t,
 
 // Exact causal attention over a whole prompt. q and out are [n][n_head * hd] (head h at column
 // h * hd); k, v are [n_kv][n][hd]. Work items are (KV head, block of queries): the G query heads
-// of a KV head are stacked so one GEMM scores them all against the keys up to the block's end.
+// of a KV head are stacked so one GEMM scores them all. Keys go by tiles with an online softmax
+// (running max and sum per row), so a tile's scores stay in cache and nothing is O(n^2) in memory.
 void causal_attention(const strided_map& q, const float* k, const float* v, const model_config& c, matrix& out) {
-  constexpr int64_t block = 64;
+  constexpr int64_t block = 64, tile = 256;
+  static_assert(tile % block == 0, "a key tile must never start inside a query block");
   const int64_t n = q.rows();
   const int hd = c.head_dim, G = c.group();
   const int64_t n_blocks = (n + block - 1) / block;
@@ -130,28 +129,39 @@ void causal_attention(const strided_map& q, const float* k, const float* v, cons
   out.resize(n, q.cols());
 #pragma omp parallel
   {
-    matrix qs(G * block, hd), s(G * block, n), o(G * block, hd);
+    matrix qs(G * block, hd), s(G * block, tile), o(G * block, hd);
+    Eigen::ArrayXf m(G * block), sum(G * block);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t b = n_blocks - 1 - it / c.n_kv_head;  // longest blocks first, for balance
       const int g = static_cast<int>(it % c.n_kv_head);
-      const int64_t q0 = b * block, rows = std::min(block, n - q0), kend = q0 + rows;
+      const int64_t q0 = b * block, rows = std::min(block, n - q0), kend = q0 + rows, R = G * rows;
       for (int gi = 0; gi < G; ++gi)
         qs.middleRows(gi * rows, rows) = q.block(q0, static_cast<int64_t>(g * G + gi) * hd, rows, hd);
-      const_row_map kh(k + g * n * hd, kend, hd), vh(v + g * n * hd, kend, hd);
-      auto sc = s.topLeftCorner(G * rows, kend);
-      sc.noalias() = qs.topRows(G * rows) * kh.transpose();
-      for (int64_t r = 0; r < G * rows; ++r) {
-        const int64_t valid = q0 + r % rows + 1;  // causal: keys [0, position]
-        auto row = sc.row(r);
-        const float m = row.head(valid).maxCoeff();
-        row.head(valid) = ((row.head(valid).array() - m) * scale).exp().matrix();
-        row.head(valid) /= row.head(valid).sum();
-        row.tail(kend - valid).setZero();
+      auto ob = o.topRows(R);
+      ob.setZero();
+      m.head(R).setConstant(-std::numeric_limits<float>::infinity());
+      sum.head(R).setZero();
+      for (int64_t t0 = 0; t0 < kend; t0 += tile) {
+        const int64_t tw = std::min(tile, kend - t0);
+        auto st = s.topLeftCorner(R, tw);
+        st.noalias() = qs.topRows(R) * const_row_map(k + (g * n + t0) * hd, tw, hd).transpose();
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t valid = std::min(tw, q0 + r % rows + 1 - t0);  // causal: keys up to the position
+          auto row = st.row(r);
+          const float m_new = std::max(m(r), row.head(valid).maxCoeff());
+          const float correction = std::exp((m(r) - m_new) * scale);  // 0 on the first tile
+          row.head(valid) = ((row.head(valid).array() - m_new) * scale).exp().matrix();
+          row.tail(tw - valid).setZero();
+          sum(r) = sum(r) * correction + row.head(valid).sum();
+          ob.row(r) *= correction;
+          m(r) = m_new;
+        }
+        ob.noalias() += st * const_row_map(v + (g * n + t0) * hd, tw, hd);
       }
-      o.topRows(G * rows).noalias() = sc * vh;
       for (int gi = 0; gi < G; ++gi)
-        out.block(q0, static_cast<int64_t>(g * G + gi) * hd, rows, hd) = o.middleRows(gi * rows, rows);
+        out.block(q0, static_cast<int64_t>(g * G + gi) * hd, rows, hd) =
+            (ob.middleRows(gi * rows, rows).array().colwise() / sum.segment(gi * rows, rows)).matrix();
     }
   }
 }
@@ -302,7 +312,7 @@ prefill_result model::prefill(const std::vector<int32_t>& tokens, kv_store& cach
       }
       const strided_map q(qkv.data(), n, q_dim, Eigen::OuterStride<>(qkv.cols()));
 
-      { auto t_a = clock_type::now(); causal_attention(q, k.data(), v.data(), c, attn); g_attn += seconds_since(t_a); }
+      causal_attention(q, k.data(), v.data(), c, attn);
 
       std::vector<int64_t> keep(static_cast<size_t>(c.n_kv_head), n);
       if (hook) {

@@ -41,7 +41,8 @@ struct model_config {
 // Called once per layer during prefill, after attention, with the layer's full-length K and V
 // ([kv_head][n][head_dim], after RoPE; rows may be compacted in place within each head) and the
 // last `window` queries ([q_head][window][head_dim], after RoPE). Returns the retained length of
-// each KV head: rows [0, len) are kept.
+// each KV head: rows [0, len) are kept and copied into the store; the full-length buffers are
+// freed after the call.
 using prefill_hook = std::function<std::vector<int64_t>(int layer, float* k, float* v, const float* q_window,
                                                         int64_t n, int64_t window)>;
 
@@ -60,8 +61,12 @@ struct generate_result {
   double decode_tokens_per_second = 0;
 };
 
+// Immutable after construction: const methods may run concurrently on separate caches. Work is
+// split over OpenMP threads (OMP_NUM_THREADS).
 class model {
  public:
+  // Dequantises every weight; `f` may be closed afterwards. Throws gguf_error for an unsupported
+  // architecture, a missing tensor or a tensor of the wrong shape or type.
   explicit model(const gguf_file& f);
   model(const model&) = delete;
   model& operator=(const model&) = delete;
@@ -71,7 +76,8 @@ class model {
   // Resets `cache` to this model's shape, runs the prompt and leaves its (possibly compressed)
   // K/V in the cache with n_past() = tokens.size(). `window` (1..n) is only used with a hook.
   // Throws std::invalid_argument for an empty prompt, one longer than the context, a token
-  // outside the vocabulary, a bad window or a bad hook result (the cache is then left empty).
+  // outside the vocabulary or a bad window (the cache is untouched), or a bad hook result (the
+  // cache is left empty).
   prefill_result prefill(const std::vector<int32_t>& tokens, kv_store& cache, const prefill_hook& hook = {},
                          int window = 8) const;
   // One token at position cache.n_past(); appends its K/V to every head and returns the logits.

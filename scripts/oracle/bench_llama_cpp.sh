@@ -24,8 +24,8 @@ TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores" >&2
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-"$BENCH" -m "$MODEL" -t "$THREADS" -r "$REPS" -p 1024,4096,8192 -n 0 -o json > "$TMP/pp.json"
-"$BENCH" -m "$MODEL" -t "$THREADS" -r "$REPS" -p 0 -n 64 -d 1024,4096,8192 -o json > "$TMP/tg.json"
+"$BENCH" -m "$MODEL" -t "$THREADS" -r "$REPS" -p 1024,4096,8192 -n 0 --progress -o json > "$TMP/pp.json"
+"$BENCH" -m "$MODEL" -t "$THREADS" -r "$REPS" -p 0 -n 64 -d 1024,4096,8192 --progress -o json > "$TMP/tg.json"
 echo "# load average after:  $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 python3 - "$TMP/pp.json" "$TMP/tg.json" "$OUT" <<'PY'

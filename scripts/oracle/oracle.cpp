@@ -7,7 +7,7 @@
 //                        chat template via llama_chat_apply_template(add_ass = true)
 //     -t N               threads for prefill and decode (default 2)
 //     -n N               greedy continuation length (default 32; EOG tokens do not stop it)
-//     --steps N          how many decode steps' logits to dump (default 3, <= n)
+//     --steps N          how many decode steps' logits to dump (default 3, < n)
 //     --no-add-special   do not let the tokenizer add BOS/EOS (default: add_special = true)
 //     --no-parse-special treat special-token text as plain text (default: parse_special = true)
 //     --tokenize-only    stop after tokenisation (writes meta only)
@@ -121,7 +121,7 @@ int main(int argc, char ** argv) {
             "[--no-add-special] [--no-parse-special] [--tokenize-only]");
     if (threads < 1) die("-t must be >= 1");
     if (n_predict < 1) die("-n must be >= 1");
-    if (n_steps < 0 || n_steps > n_predict) die("--steps must be in [0, n]");
+    if (n_steps < 0 || n_steps >= n_predict) die("--steps must be in [0, n - 1]");
 
     llama_backend_init();
 

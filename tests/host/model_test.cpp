@@ -6,10 +6,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "host/model.hpp"
 
@@ -175,6 +178,34 @@ TEST_F(ModelTest, DecodeStepsEqualPrefillOfTheLongerPrompt) {
   EXPECT_LT(max_abs_diff(d1, m().prefill(longer, ref).logits), 1e-4f);
   longer.push_back(t2);
   EXPECT_LT(max_abs_diff(d2, m().prefill(longer, ref).logits), 1e-4f);
+}
+
+// llama.cpp on the same weights dequantised to F32 (tests/golden, scripts/oracle): prompt logits
+// and three decode steps agree to float rounding.
+TEST_F(ModelTest, MatchesLlamaCppGoldenLogits) {
+  const std::string dir = std::string(KVTRIM_SOURCE_DIR) + "/tests/golden/";
+  std::ifstream in(dir + "llamacpp_golden.json");
+  ASSERT_TRUE(in) << "missing " << dir << "llamacpp_golden.json (scripts/oracle/golden.py writes it)";
+  const auto golden = nlohmann::json::parse(in);
+  const nlohmann::json* prompt = nullptr;
+  for (const auto& p : golden.at("prompts"))
+    if (p.at("id") == "chat_short") prompt = &p;
+  ASSERT_NE(prompt, nullptr);
+  const auto& ref = prompt->at("variants").at("dequant_f32");
+  std::ifstream bin(dir + ref.at("prompt_logits").at("file").get<std::string>(), std::ios::binary);
+  std::vector<float> want(static_cast<size_t>(m().config().n_vocab));
+  ASSERT_TRUE(bin.read(reinterpret_cast<char*>(want.data()), static_cast<std::streamsize>(want.size() * sizeof(float))));
+
+  kv_store cache;
+  EXPECT_LT(max_abs_diff(m().prefill(prompt->at("tokens").get<std::vector<int32_t>>(), cache).logits, want), 1e-3f);
+  for (const auto& step : ref.at("steps")) {
+    const auto logits = m().decode_step(step.at("input_token").get<int32_t>(), cache);
+    const auto ids = step.at("topk_ids").get<std::vector<int32_t>>();
+    const auto values = step.at("topk_logits").get<std::vector<float>>();
+    for (size_t i = 0; i < ids.size(); ++i)
+      EXPECT_NEAR(logits[static_cast<size_t>(ids[i])], values[i], 1e-3f) << "step " << step.at("step") << " id " << ids[i];
+    EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(), step.at("argmax").get<int64_t>());
+  }
 }
 
 // A StreamingLLM-style hook: each head keeps 4 sink rows and its last `recent` rows (a different

@@ -127,7 +127,9 @@ TEST(RaggedDecode, LargeScoresStayFinite) {
   kvtrim::ragged_decode_attention(q.data(), c.kv, 4, 1.0f, fast.data());
   kvtrim::ragged_decode_attention_reference(q.data(), c.kv, 4, 1.0f, ref.data());
   for (float x : fast) ASSERT_TRUE(std::isfinite(x));
-  EXPECT_LT(max_abs_diff(fast, ref), 1e-3f);  // values of amplitude 30: 3e-5 relative
+  // Logits of ~10^3 carry float rounding of ~10^-4 (the reference sums in double), which moves
+  // outputs of amplitude 30 by ~10^-3: agree to 1e-2 (3e-4 of the amplitude).
+  EXPECT_LT(max_abs_diff(fast, ref), 1e-2f);
 }
 
 TEST(RaggedDecode, OutputMayAliasTheQuery) {

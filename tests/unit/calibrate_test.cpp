@@ -310,10 +310,10 @@ TEST(SemanticRetrievalScoreTest, RejectsBadInput) {
   bad.set("kind", "retrieval_reasoning_score");
   EXPECT_ERROR_HAS(kvtrim::semantic_retrieval_score::from_json(bad), "state is not a semantic_retrieval_score");
   bad = s.to_json();
-  bad.set("trials", json::array_t{json::array_t{json::array_t{1, 2}}});
+  bad.set("trials", json::parse("[[[1, 2]]]"));
   EXPECT_ERROR_HAS(kvtrim::semantic_retrieval_score::from_json(bad), "trials[0] has 1 rows, expected 2");
   bad = s.to_json();
-  bad.set("trials", json::array_t{json::array_t{json::array_t{1, -2}, json::array_t{1, 2}}});
+  bad.set("trials", json::parse("[[[1, -2], [1, 2]]]"));
   EXPECT_ERROR_HAS(kvtrim::semantic_retrieval_score::from_json(bad), "values must be finite and >= 0");
 }
 
@@ -549,9 +549,9 @@ TEST(LayerEvictionErrorTest, RejectsBadInput) {
   EXPECT_ERROR_HAS(e.merge(kvtrim::layer_eviction_error(2, 1e-5)), "merge of layers = 2, eps = 1e-05");
   EXPECT_ERROR_HAS(e.merge(kvtrim::layer_eviction_error(3)), "merge of layers = 3");
   json::value st = e.to_json();
-  st.set("datasets", json::value(json::object_t{{"x", json::array_t{json::array_t{1}}}}));
+  st.set("datasets", json::parse(R"({"x": [[1]]})"));
   EXPECT_ERROR_HAS(kvtrim::layer_eviction_error::from_json(st), "datasets.x[0] has 1 entries, expected 2");
-  st.set("datasets", json::value(json::object_t{{"x", json::array_t{}}}));
+  st.set("datasets", json::parse(R"({"x": []})"));
   EXPECT_ERROR_HAS(kvtrim::layer_eviction_error::from_json(st), "datasets.x must be a non-empty array");
   st = e.to_json();
   st.set("eps", 0);

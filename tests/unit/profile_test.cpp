@@ -384,6 +384,7 @@ TEST(ProfileTest, LoadRejectsMalformedFiles) {
   EXPECT_NO_THROW(load_text(good));
   EXPECT_ERROR_HAS(load_text(good.substr(0, good.size() / 2)), "bad.json:");  // truncated: json error names file
   EXPECT_ERROR_HAS(kvtrim::load_profile((dir.path / "absent.json").string()), "cannot open");
+  EXPECT_ERROR_HAS(kvtrim::load_profile(dir.path.string()), "it is a directory");
   auto edited = [&](const std::string& key, json::value v) {
     json::value j = json::parse(good);
     j.set(key, std::move(v));

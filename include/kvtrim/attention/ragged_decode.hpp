@@ -22,6 +22,8 @@
 #include <immintrin.h>
 #endif
 
+#include <Eigen/Core>
+
 #include "kvtrim/core/element.hpp"
 #include "kvtrim/core/error.hpp"
 #include "kvtrim/core/view.hpp"
@@ -79,7 +81,7 @@ ragged_kv<std::remove_const_t<T>> make_ragged_kv(const view3<T>& keys, const vie
 namespace detail {
 
 constexpr index_t ragged_chunk = 512;  // tokens per work item (one partial softmax state)
-constexpr index_t ragged_block = 32;   // tokens per online-softmax rescale
+constexpr index_t ragged_block = 64;   // tokens per online-softmax rescale / GEMM block
 
 template <class T>
 void check_ragged(const float* q, const ragged_kv<T>& kv, int group, float scale, const float* out,
@@ -131,74 +133,83 @@ inline const float* load_row(const half* row, index_t d, float* buf) {
   return buf;
 }
 
-// Dot product with 16 independent partial sums: vectorised without -ffast-math (no
-// reassociation of one sum is needed), then summed in a fixed order.
-inline float dot(const float* a, const float* b, index_t d) {
-  constexpr int lanes = 16;
-  float acc[lanes] = {};
-  index_t i = 0;
-  for (; i + lanes <= d; i += lanes)
-    for (int l = 0; l < lanes; ++l) acc[l] += a[i + l] * b[i + l];
-  float tail = 0.0f;
-  for (; i < d; ++i) tail += a[i] * b[i];
-  for (int half_width = lanes / 2; half_width > 0; half_width /= 2)
-    for (int l = 0; l < half_width; ++l) acc[l] += acc[l + half_width];
-  return acc[0] + tail;
+// Software prefetch of `nb` rows of d elements into L2: out of cache the block's math and its
+// memory traffic otherwise serialise (measured ~10% faster with it on this project's machine).
+template <class T>
+inline void prefetch_rows(const T* src, index_t nb, index_t stride, index_t d) {
+#if defined(__GNUC__)
+  constexpr index_t line = 64 / sizeof(T);
+  for (index_t j = 0; j < nb; ++j)
+    for (index_t i = 0; i < d; i += line) __builtin_prefetch(src + j * stride + i, 0, 2);
+#else
+  (void)src, (void)nb, (void)stride, (void)d;
+#endif
+}
+
+// A block of `nb` rows (row j at src + j * stride) as float. Float rows are used where they lie
+// (returns src, row stride `stride`); others are converted into buf (row stride d).
+inline const float* load_block(const float* src, index_t, index_t, index_t, float*) { return src; }
+template <class T>
+const float* load_block(const T* src, index_t nb, index_t stride, index_t d, float* buf) {
+  for (index_t j = 0; j < nb; ++j) load_row(src + j * stride, d, buf + j * d);
+  return buf;
+}
+template <class T>
+index_t block_stride(index_t stride, index_t d) {
+  return std::is_same_v<T, float> ? stride : d;
 }
 
 // Processes tokens [begin, end) of one KV head for its G query heads, leaving per query head g
 // the online-softmax state: running max m[g], l[g] = sum of exp(s - m[g]) and
 // acc[g*d, (g+1)*d) = sum of exp(s - m[g]) * v (unnormalised output).
+// Per block of B tokens: S = (scale Q) K_blk^T and acc += P V_blk are two small GEMMs over the G
+// query heads at once (each K/V row is read once for all G), and exp is Eigen's vectorised one;
+// the running max and the rescale of acc happen once per block, not per token.
 template <class T>
 void ragged_chunk_pass(const float* q, const T* k0, const T* v0, index_t stride, index_t d,
                        index_t begin, index_t end, int group, float scale, float* acc, float* m,
                        float* l, std::vector<float>& scratch) {
-  const index_t B = ragged_block;
-  scratch.resize(static_cast<size_t>(2 * d + group * B));
-  float* kbuf = scratch.data();
-  float* vbuf = kbuf + d;
-  float* s = vbuf + d;  // [g][B] scores, then probabilities
-  for (int g = 0; g < group; ++g) {
-    m[g] = -std::numeric_limits<float>::infinity();
+  using rowmat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using strided = Eigen::Map<const rowmat, Eigen::Unaligned, Eigen::OuterStride<>>;
+  const index_t B = ragged_block, G = group;
+  const bool convert = !std::is_same_v<T, float>;
+  scratch.resize(static_cast<size_t>(G * d + G * B + (convert ? 2 * B * d : 0)));
+  float* qs = scratch.data();  // [G][d] scaled queries
+  float* sp = qs + G * d;      // [G][B] scores, then probabilities
+  float* kbuf = sp + G * B;    // [B][d] converted K rows (non-float caches)
+  float* vbuf = kbuf + B * d;  // [B][d] converted V rows
+  Eigen::Map<rowmat> Q(qs, G, d), A(acc, G, d), S(sp, G, B);
+  Q = Eigen::Map<const rowmat>(q, G, d) * scale;
+  A.setZero();
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (index_t g = 0; g < G; ++g) {
+    m[g] = neg_inf;
     l[g] = 0.0f;
-    std::fill(acc + g * d, acc + (g + 1) * d, 0.0f);
   }
+  const index_t bs = block_stride<T>(stride, d);
   for (index_t b0 = begin; b0 < end; b0 += B) {
     const index_t nb = std::min(B, end - b0);
-    for (index_t j = 0; j < nb; ++j) {
-      const float* k = load_row(k0 + (b0 + j) * stride, d, kbuf);
-      for (int g = 0; g < group; ++g) s[g * B + j] = dot(q + g * d, k, d) * scale;
-    }
-    for (int g = 0; g < group; ++g) {
-      float* sg = s + g * B;
-      float mb = m[g];
-      for (index_t j = 0; j < nb; ++j) mb = std::max(mb, sg[j]);
-      if (mb == -std::numeric_limits<float>::infinity()) {  // every score -inf: weights 0
-        for (index_t j = 0; j < nb; ++j) sg[j] = 0.0f;
+    // Ask for the next block's K rows now (and its V rows after this block's scores), so their
+    // memory latency overlaps this block's math in two smaller bursts.
+    if (b0 + B < end) prefetch_rows(k0 + (b0 + B) * stride, std::min(B, end - b0 - B), stride, d);
+    auto Sb = S.leftCols(nb);
+    const strided K(load_block(k0 + b0 * stride, nb, stride, d, kbuf), nb, d, Eigen::OuterStride<>(bs));
+    Sb.noalias() = Q * K.transpose();
+    for (index_t g = 0; g < G; ++g) {
+      const float mb = std::max(m[g], Sb.row(g).maxCoeff());
+      if (mb == neg_inf) {  // every score so far -inf: weights 0
+        Sb.row(g).setZero();
         continue;
       }
-      if (mb > m[g]) {  // rescale what was accumulated under the old max (once per block)
-        const float alpha = std::exp(m[g] - mb);
-        float* ag = acc + g * d;
-        for (index_t i = 0; i < d; ++i) ag[i] *= alpha;
-        l[g] *= alpha;
-        m[g] = mb;
-      }
-      float sum = 0.0f;
-      for (index_t j = 0; j < nb; ++j) {
-        sg[j] = std::exp(sg[j] - mb);
-        sum += sg[j];
-      }
-      l[g] += sum;
+      const float alpha = std::exp(m[g] - mb);  // 0 on the first block (m = -inf)
+      Sb.row(g).array() = (Sb.row(g).array() - mb).exp();
+      l[g] = alpha * l[g] + Sb.row(g).sum();
+      if (alpha != 1.0f) A.row(g) *= alpha;
+      m[g] = mb;
     }
-    for (index_t j = 0; j < nb; ++j) {
-      const float* v = load_row(v0 + (b0 + j) * stride, d, vbuf);
-      for (int g = 0; g < group; ++g) {
-        const float p = s[g * B + j];
-        float* ag = acc + g * d;
-        for (index_t i = 0; i < d; ++i) ag[i] += p * v[i];
-      }
-    }
+    if (b0 + B < end) prefetch_rows(v0 + (b0 + B) * stride, std::min(B, end - b0 - B), stride, d);
+    const strided V(load_block(v0 + b0 * stride, nb, stride, d, vbuf), nb, d, Eigen::OuterStride<>(bs));
+    A.noalias() += Sb * V;
   }
 }
 

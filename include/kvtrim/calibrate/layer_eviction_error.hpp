@@ -175,8 +175,11 @@ class layer_eviction_error {
     if (const json::value* od = v.find("open_dataset")) {
       detail::require(od->is_string() && !od->as_string().empty(), w, ": open_dataset must be a dataset name");
       e.dataset_ = od->as_string();
-      e.current_ = detail::json_flat_matrix(json::value(json::array_t{detail::json_field(v, "open_sums", w)}),
-                                            w + ": open_sums", 1, e.layers_);
+      e.current_ = detail::json_numbers(detail::json_field(v, "open_sums", w), w + ": open_sums");
+      detail::require(e.current_.size() == static_cast<std::size_t>(e.layers_), w, ": open_sums has ",
+                      e.current_.size(), " entries, expected ", e.layers_);
+      for (double x : e.current_)
+        detail::require(std::isfinite(x) && x >= 0.0, w, ": open_sums holds ", x, "; values must be finite and >= 0");
       e.open_ = true;
     }
     return e;

@@ -8,7 +8,7 @@
 // the weight a_i / N is added to the head's trial score. Unlike the semantic score there is no
 // token test: every step counts. Upstream multiplies by 10 / answer_tokens as well
 // (10·a_i / (N·answer_tokens)); pass scale = 10.0 / answer_tokens to begin_trial() to reproduce
-// its numbers exactly (the default 1 gives a_i / N). Ties at the top-N boundary go to the lower
+// its numbers up to rounding (the default 1 gives a_i / N). Ties at the top-N boundary go to the lower
 // position (torch.topk leaves them unspecified); contributions are added in position order.
 // A head's score is the mean over kept trials (HeadKV keeps trials with answer F1 > 50).
 #include <algorithm>

@@ -96,6 +96,26 @@ class compressor {
     return p;
   }
 
+  // Per layer, per KV head retained tokens (window included) for a prompt of n tokens, as the
+  // allocator plans them before any data is seen. Data-dependent allocators see neutral scores:
+  // Ada-KV then splits each layer evenly and CAKE's layer preferences are all equal, so for those
+  // two this is the shape of the budget, not what a real prompt gets.
+  std::vector<std::vector<index_t>> planned_budgets(index_t n) const {
+    plan p = begin(n);
+    std::vector<std::vector<index_t>> out;
+    for (int l = 0; l < shape_.layers; ++l) {
+      token_scores s = token_scores::make(true, shape_.kv_heads, 0, n, p.window);
+      s.entropy_sum = s.variance_sum = s.stat_heads = 1.0;
+      out.push_back(alloc_.head_budgets(p.alloc, l, s));
+    }
+    if constexpr (cascades) {
+      const std::vector<index_t> now = alloc_.current_layer_budgets(p.alloc);
+      for (size_t l = 0; l < out.size(); ++l)
+        for (auto& b : out[l]) b = std::max(now[l], p.window);
+    }
+    return out;
+  }
+
   template <class T>
   token_scores score(const plan& p, int layer, const layer_kv<T>& kv) const {
     check(p, layer, kv);
@@ -140,7 +160,9 @@ class compressor {
   }
 
   // Re-trims an already compacted layer (rows [0, length) of each head hold the kept tokens in
-  // order) to its current, smaller budget, keeping the highest-scored rows and the window.
+  // order) to its current, smaller budget, keeping the highest-scored rows and the window. The
+  // views may cover any run of the layer's KV heads (kv.kv_head_offset), so a host whose heads
+  // live in separate allocations re-trims one head at a time.
   template <class T>
   std::vector<index_t> retrim(plan& p, int layer, const layer_kv<T>& kv) const {
     static_assert(cascades, "retrim is only needed with a cascading allocator (cake_layers)");
@@ -148,32 +170,33 @@ class compressor {
     const auto l = static_cast<size_t>(layer);
     detail::require(!p.lengths[l].empty(), "retrim: layer ", layer, " was not compressed yet");
     const index_t target = std::max(alloc_.current_layer_budgets(p.alloc)[l], p.window);
-    const auto heads = static_cast<index_t>(p.lengths[l].size());
-    detail::require(kv.keys.heads() == heads, "retrim: ", kv.keys.heads(),
-                    " KV heads in the views, ", heads, " when compressed");
+    const index_t off = kv.kv_head_offset, heads = kv.keys.heads();
+    detail::require(off >= 0 && off + heads <= static_cast<index_t>(p.lengths[l].size()),
+                    "retrim: KV heads [", off, ", ", off + heads, ") outside the layer's ",
+                    p.lengths[l].size());
     // Heads of one layer share the layer's budget under a cascading allocator, so the compacted
-    // layer is a prompt of the (common) current length whose last w rows are the window.
+    // heads are a prompt of one common length whose last w rows are the window.
     layer_kv<T> cur = kv;
-    cur.length = *std::max_element(p.lengths[l].begin(), p.lengths[l].end());
-    detail::require(*std::min_element(p.lengths[l].begin(), p.lengths[l].end()) == cur.length,
-                    "retrim: heads of layer ", layer, " have different lengths");
+    cur.length = p.lengths[l][static_cast<size_t>(off)];
+    for (index_t h = 0; h < heads; ++h)
+      detail::require(p.lengths[l][static_cast<size_t>(off + h)] == cur.length, "retrim: heads of layer ",
+                      layer, " have different lengths");
     selection sel;
-    sel.keep.resize(static_cast<size_t>(heads));
+    std::vector<std::vector<float>> kept(static_cast<size_t>(heads));
     for (index_t h = 0; h < heads; ++h) {
-      const auto hh = static_cast<size_t>(h);
-      const index_t len = p.lengths[l][hh];
-      detail::require(kv.keys.tokens() >= len, "retrim: views hold ", kv.keys.tokens(),
-                      " tokens, layer ", layer, " head ", h, " has ", len);
-      token_scores s = token_scores::make(false, 1, 0, len, std::min(p.window, len));
-      std::copy_n(p.kept_scores[l][hh].begin(), s.candidates, s.values.begin());
-      selection one = select_top(s, {std::min(target, len)});
-      sel.keep[hh] = std::move(one.keep[0]);
-      std::vector<float> kept;
-      for (index_t i : sel.keep[hh]) kept.push_back(p.kept_scores[l][hh][static_cast<size_t>(i)]);
-      p.kept_scores[l][hh] = std::move(kept);
-      p.lengths[l][hh] = static_cast<index_t>(sel.keep[hh].size());
+      const auto& scores = p.kept_scores[l][static_cast<size_t>(off + h)];
+      token_scores s = token_scores::make(false, 1, 0, cur.length, std::min(p.window, cur.length));
+      std::copy_n(scores.begin(), s.candidates, s.values.begin());
+      selection one = select_top(s, {std::min(target, cur.length)});
+      for (index_t i : one.keep[0]) kept[static_cast<size_t>(h)].push_back(scores[static_cast<size_t>(i)]);
+      sel.keep.push_back(std::move(one.keep[0]));
     }
-    return exec_.apply(sel, cur);
+    std::vector<index_t> lengths = exec_.apply(sel, cur);  // validates before writing
+    for (index_t h = 0; h < heads; ++h) {
+      p.kept_scores[l][static_cast<size_t>(off + h)] = std::move(kept[static_cast<size_t>(h)]);
+      p.lengths[l][static_cast<size_t>(off + h)] = lengths[static_cast<size_t>(h)];
+    }
+    return lengths;
   }
 
  private:

@@ -131,6 +131,7 @@ class erased_sequence final : public sequence_compressor {
 struct method_impl_base {
   virtual ~method_impl_base() = default;
   virtual std::unique_ptr<sequence_compressor> begin(index_t n) const = 0;
+  virtual std::vector<std::vector<index_t>> planned_budgets(index_t n) const = 0;
 };
 
 template <class C>
@@ -138,6 +139,9 @@ struct method_impl final : method_impl_base {
   explicit method_impl(C c) : c_(std::make_shared<const C>(std::move(c))) {}
   std::unique_ptr<sequence_compressor> begin(index_t n) const override {
     return std::make_unique<erased_sequence<C>>(c_, n);
+  }
+  std::vector<std::vector<index_t>> planned_budgets(index_t n) const override {
+    return c_->planned_budgets(n);
   }
   std::shared_ptr<const C> c_;
 };
@@ -152,6 +156,10 @@ class method {
   const model_shape& shape() const { return shape_; }
   std::unique_ptr<sequence_compressor> begin(index_t prompt_length) const {
     return impl_->begin(prompt_length);
+  }
+  // [layer][kv_head] retained tokens for a prompt of n tokens (see compressor::planned_budgets).
+  std::vector<std::vector<index_t>> planned_budgets(index_t prompt_length) const {
+    return impl_->planned_budgets(prompt_length);
   }
 
  private:

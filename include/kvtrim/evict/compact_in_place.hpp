@@ -44,9 +44,13 @@ struct compact_in_place {
       // has still to read. Once keep[i] != i it stays so: the in-place prefix is skipped.
       index_t i = 0;
       while (i < len && keep[static_cast<size_t>(i)] == i) ++i;
-      for (; i < len; ++i)
+      for (; i < len; ++i) {
+        if (i + detail::row_prefetch_distance < len)
+          detail::prefetch_row(v.row(h, keep[static_cast<size_t>(i + detail::row_prefetch_distance)]),
+                               v.dim(), v.stride_dim());
         detail::copy_row(v.row(h, keep[static_cast<size_t>(i)]), v.stride_dim(), v.row(h, i),
                          v.stride_dim(), v.dim());
+      }
     }
     return sel.lengths();
   }

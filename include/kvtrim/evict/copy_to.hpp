@@ -73,9 +73,13 @@ class copy_to {
       const index_t h = it / 2;
       const std::vector<index_t>& keep = sel.keep[static_cast<size_t>(h)];
       const auto len = static_cast<index_t>(keep.size());
-      for (index_t i = 0; i < len; ++i)
+      for (index_t i = 0; i < len; ++i) {
+        if (i + detail::row_prefetch_distance < len)
+          detail::prefetch_row(src.row(h, keep[static_cast<size_t>(i + detail::row_prefetch_distance)]),
+                               src.dim(), src.stride_dim());
         detail::copy_row(src.row(h, keep[static_cast<size_t>(i)]), src.stride_dim(), dst.row(h, i),
                          dst.stride_dim(), dst.dim());
+      }
     }
     return sel.lengths();
   }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -24,6 +25,8 @@ namespace kvtrim {
 
 // The whole content of a file; an error names the path when it cannot be read.
 inline std::string read_text_file(const std::string& path) {
+  std::error_code ec;
+  detail::require(!std::filesystem::is_directory(path, ec), "cannot read '", path, "': it is a directory");
   std::ifstream in(path, std::ios::binary);
   detail::require(static_cast<bool>(in), "cannot open '", path, "' for reading: ",
                   std::generic_category().message(errno));
