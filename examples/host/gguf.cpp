@@ -414,7 +414,13 @@ uint64_t gguf_file::nbytes(const gguf_tensor& t) const {
   return t.n_elements() / tr->block * tr->bytes;
 }
 
-const uint8_t* gguf_file::data(const gguf_tensor& t) const { return map_ + data_offset_ + t.offset; }
+const uint8_t* gguf_file::data(const gguf_tensor& t) const {
+  // Offsets were validated against this file only: refuse a tensor record from another file.
+  const auto& own = tensor(t.name);
+  if (own.offset != t.offset || own.type != t.type || own.dims != t.dims)
+    throw gguf_error(path_ + ": tensor '" + t.name + "' passed in is not this file's");
+  return map_ + data_offset_ + own.offset;
+}
 
 std::vector<float> gguf_file::dequantize(const gguf_tensor& t) const {
   std::vector<float> out(static_cast<size_t>(t.n_elements()));

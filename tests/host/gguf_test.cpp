@@ -381,6 +381,9 @@ TEST(GgufDequantize, EverySupportedType) {
   for (int j = 0; j < 32; ++j) EXPECT_EQ(c[j], 2.0f * static_cast<float>(j - 16));
   const auto d = f.dequantize(f.tensor("q6_k"));
   for (int i = 0; i < 256; ++i) EXPECT_EQ(d[i], 0.5f * static_cast<float>(sc6(i / 16) * (q6(i) - 32))) << i;
+  auto foreign = f.tensor("q8_0");  // a record that does not describe this file's data
+  foreign.offset += 1 << 20;
+  EXPECT_THROW(f.dequantize(foreign), gguf_error);
   try {
     f.dequantize(f.tensor("q4_k"));
     FAIL() << "Q4_K dequantised";

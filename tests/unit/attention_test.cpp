@@ -150,7 +150,7 @@ TEST(RaggedDecode, OutputMayAliasTheQuery) {
 TEST(RaggedDecode, ResultDoesNotDependOnThreadCount) {
 #if defined(_OPENMP)
   std::mt19937 rng(9);
-  per_head_cache<kvtrim::half> c({3000, 17, 2100}, 64, 64, rng);
+  per_head_cache<kvtrim::half> c({30000, 17, 21000}, 64, 64, rng);  // above the threading threshold
   std::vector<float> q(3 * 3 * 64), one(q.size()), two(q.size());
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (float& x : q) x = nd(rng);

@@ -238,7 +238,9 @@ void ragged_decode_attention(const float* q, const ragged_kv<T>& kv, int group, 
   // Partial states: per item and query head, acc[d], m, l.
   std::vector<float> acc(static_cast<size_t>(items * G * d));
   std::vector<float> ms(static_cast<size_t>(items * G)), ls(static_cast<size_t>(items * G));
-  const bool parallel = work * d * G >= (index_t(1) << 16);  // else threads cost more
+  // Threads only pay past ~2M multiply-adds (~0.1 ms): waking a second thread costs microseconds
+  // on an idle machine and a scheduler slice (~10 ms) on a busy one.
+  const bool parallel = work * d * G >= (index_t(1) << 21);
   (void)parallel;
 
 #if defined(_OPENMP)

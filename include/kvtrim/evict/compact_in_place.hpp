@@ -30,7 +30,9 @@ struct compact_in_place {
     const index_t items = 2 * kv.keys.heads();
     index_t rows = 0;
     for (const auto& k : sel.keep) rows += static_cast<index_t>(k.size());
-    const bool parallel = rows * kv.keys.dim() >= (index_t(1) << 15);  // else threads cost more
+    // Threads only pay past ~1 MiB of rows (~0.1 ms): waking a second thread costs microseconds
+    // on an idle machine and a scheduler slice (~10 ms) on a busy one.
+    const bool parallel = rows * kv.keys.dim() * index_t(sizeof(T)) >= (index_t(1) << 20);
     (void)parallel;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)

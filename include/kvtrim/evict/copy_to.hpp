@@ -62,7 +62,7 @@ class copy_to {
     const index_t items = 2 * kv.keys.heads();
     index_t rows = 0;
     for (const auto& k : sel.keep) rows += static_cast<index_t>(k.size());
-    const bool parallel = rows * kv.keys.dim() >= (index_t(1) << 15);
+    const bool parallel = rows * kv.keys.dim() * index_t(sizeof(T)) >= (index_t(1) << 20);  // as compact_in_place
     (void)parallel;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)

@@ -76,6 +76,7 @@ inline selection select_top(const token_scores& s, const std::vector<index_t>& h
 
   const index_t w = s.window, n = s.prompt_length(), c = s.candidates;
   const index_t heads = s.kv_heads;
+  // Threads (one head each) only above ~64k scores in all: below, waking them costs more.
   selection out;
   out.keep.resize(static_cast<size_t>(heads));
   std::vector<index_t> b(static_cast<size_t>(heads));
@@ -95,7 +96,7 @@ inline selection select_top(const token_scores& s, const std::vector<index_t>& h
   }
 
 #if defined(_OPENMP)
-#pragma omp parallel if (heads > 1 && c >= 4096)
+#pragma omp parallel if (heads > 1 && heads * c >= (index_t(1) << 16))
 #endif
   {
     std::vector<float> scratch;

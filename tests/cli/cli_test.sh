@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The kvtrim CLI as a user runs it: exact budgets as JSON, profile import of the published
+# formats, and bad input -> one clear line and a non-zero exit. Usage: cli_test.sh KVTRIM SRC_DIR
+set -uo pipefail
+KVTRIM="$1"; SRC="$2"; FIX="$SRC/tests/fixtures"
+TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+# expect_json NAME PYTHON-EXPR ARGS... : runs kvtrim, parses stdout as JSON into j, checks EXPR
+expect_json() {
+  local name="$1" expr="$2"; shift 2
+  local out
+  if ! out="$("$KVTRIM" "$@" 2>"$TMP/err")"; then bad "$name: exit $? ($(cat "$TMP/err"))"; return; fi
+  if python3 -c "import json,sys; j=json.loads(sys.argv[1]); sys.exit(0 if ($expr) else 1)" "$out"; then ok
+  else bad "$name: $expr is false for $out"; fi
+}
+# expect_error NAME CODE PATTERN ARGS... : exit code CODE and a one-line message matching PATTERN
+expect_error() {
+  local name="$1" code="$2" pat="$3"; shift 3
+  "$KVTRIM" "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
+  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, expected $code ($(cat "$TMP/err"))"; return; fi
+  if ! grep -qE -e "$pat" "$TMP/err"; then bad "$name: stderr '$(cat "$TMP/err")' lacks /$pat/"; return; fi
+  if [ "$(wc -l <"$TMP/err")" -ne 1 ]; then bad "$name: more than one line on stderr"; return; fi
+  ok
+}
+
+# --- budgets ----------------------------------------------------------------------------------
+expect_json "snapkv uniform" 'j["layers"] == [64]*30 and j["heads"] == [[64]*3]*30' \
+  budgets --method snapkv --budget 64 --layers 30 --q-heads 9 --kv-heads 3 --json
+expect_json "pyramidkv decreasing, exact total" \
+  'j["layers"] == sorted(j["layers"], reverse=True) and sum(sum(h) for h in j["heads"]) == 64*30*3 and j["layers"][0] > 64 > j["layers"][-1]' \
+  budgets --method pyramidkv --budget 64 --layers 30 --q-heads 9 --kv-heads 3 --json
+expect_json "ratio resolves against the prompt" 'j["budget"] == 100 and j["layers"] == [100]*4' \
+  budgets --method snapkv --ratio 0.1 --prompt-len 1000 --layers 4 --q-heads 8 --kv-heads 2 --json
+expect_json "budget >= prompt keeps the prompt" 'j["layers"] == [50]*4' \
+  budgets --method snapkv --budget 64 --prompt-len 50 --layers 4 --q-heads 8 --kv-heads 2 --json
+
+# --- profile import, then the methods that need it ---------------------------------------------
+"$KVTRIM" profile import --compresskv-head-idx "$FIX/tiny_head_idx.json" \
+  --compresskv-layer-score "$FIX/tiny_layer_score.jsonl" --headkv-scores "$FIX/tiny_retrieval_reasoning_heads.json" \
+  --layers 3 --q-heads 4 --kv-heads 2 --model tiny --out "$TMP/p.json" >/dev/null 2>"$TMP/err" && ok || bad "profile import: $(cat "$TMP/err")"
+python3 - "$TMP/p.json" <<'PY' && ok || bad "imported profile contents"
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["shape"] == {"layers": 3, "q_heads": 4, "kv_heads": 2}, p["shape"]
+assert p["layer_error"] == [0.375, 0.25, 0.375], p["layer_error"]
+assert p["semantic_retrieval"][0] == [3, 1, 4, 2], p["semantic_retrieval"]   # head 2 first, then 0, 3, 1
+PY
+# CompressKV, hand-worked: B_l = clip(32 + round(e_l * (3*64 - 3*32)), 32, 192) = 68, 56, 68
+expect_json "compresskv error-aware budgets" 'j["layers"] == [68, 56, 68] and j["heads"] == [[68, 68], [56, 56], [68, 68]]' \
+  budgets --profile "$TMP/p.json" --method compresskv --budget 64 --json
+expect_json "headkv exact total" 'sum(sum(h) for h in j["heads"]) == 64*3*2' \
+  budgets --profile "$TMP/p.json" --method headkv --budget 64 --json
+
+# --- bad input: one line, non-zero exit, nothing written ----------------------------------------
+expect_error "unknown method" 1 "unknown method 'nope'" budgets --method nope --budget 64 --layers 2 --q-heads 2 --kv-heads 1
+expect_error "budget 0" 1 "budget: 0 tokens must be > 0" budgets --method snapkv --budget 0 --layers 2 --q-heads 2 --kv-heads 1
+expect_error "ratio out of range" 1 "ratio 1.5 must be in \(0, 1\]" budgets --method snapkv --ratio 1.5 --prompt-len 10 --layers 2 --q-heads 2 --kv-heads 1
+expect_error "q heads not a multiple" 1 "q_heads = 5 must be a positive multiple of kv_heads = 2" budgets --method snapkv --budget 8 --layers 2 --q-heads 5 --kv-heads 2
+expect_error "profile of another model" 1 "has layers = 3.*but the model has layers = 4" budgets --profile "$TMP/p.json" --layers 4 --method compresskv --budget 64
+expect_error "compresskv without profile" 1 "needs a profile" budgets --method compresskv --budget 64 --layers 2 --q-heads 2 --kv-heads 1
+expect_error "unknown option" 2 "unknown option --bogus" budgets --bogus
+expect_error "missing --out" 2 "--out is required" profile import --compresskv-head-idx "$FIX/tiny_head_idx.json" --layers 3 --q-heads 4 --kv-heads 2
+expect_error "head id out of range" 1 "head_idx" profile import --compresskv-head-idx "$FIX/tiny_head_idx.json" --layers 3 --q-heads 2 --kv-heads 1 --out "$TMP/x.json"
+[ ! -e "$TMP/x.json" ] && ok || bad "a failed import left a file"
+"$KVTRIM" frobnicate >/dev/null 2>"$TMP/err"; [ $? -eq 2 ] && grep -q "unknown command 'frobnicate'" "$TMP/err" && ok || bad "unknown command"
+for c in demo generate budgets "profile import"; do
+  $KVTRIM $c --help | grep -q "usage: kvtrim" && ok || bad "$c --help"
+done
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
