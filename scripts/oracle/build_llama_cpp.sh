@@ -54,7 +54,7 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
         -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON >&2
 fi
-log "building llama + llama-bench with -j$JOBS"
+log "building llama, llama-bench, llama-quantize with -j$JOBS"
 cmake --build "$BUILD" --config Release -j"$JOBS" --target llama llama-bench llama-quantize >&2
 
 # 4. our oracle program, compiled against llama.h of this exact source, rpath to the build
