@@ -1,4 +1,5 @@
 // kvtrim generate: one prompt through the reference host, compressed by any method.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -7,6 +8,7 @@
 #include "args.hpp"
 #include "commands.hpp"
 #include "host/compression.hpp"
+#include "host/haystack.hpp"
 #include "host/runner.hpp"
 #include "host_setup.hpp"
 #include "method_args.hpp"
@@ -16,7 +18,8 @@ namespace kvtools {
 namespace {
 const char* kHelp =
     "usage: kvtrim generate [--model GGUF] --method M (--budget B | --ratio R)\n"
-    "                       (--prompt-file F | --prompt TEXT) [--chat] [--max-new-tokens N]\n"
+    "                       (--prompt-file F | --prompt TEXT | --haystack-tokens N) [--chat]\n"
+    "                       [--max-new-tokens N]\n"
     "                       [--profile P.json] [--json] [method parameters]\n"
     "\n"
     "Prefills the prompt on the reference CPU host, compresses every layer's KV cache with the\n"
@@ -24,8 +27,10 @@ const char* kHelp =
     "  --model GGUF         a Llama-family GGUF (default: SmolLM2-135M-Instruct, fetched by\n"
     "                       scripts/fetch_model.sh; $KVTRIM_MODEL overrides)\n"
     "  --prompt TEXT / --prompt-file F   the prompt (special tokens such as <|im_start|> parsed)\n"
+    "  --haystack-tokens N  the first N tokens of the essays (generated text without them): speed runs\n"
     "  --chat               wrap the prompt as the user turn of the model's chat template\n"
     "  --max-new-tokens N   default 64\n"
+    "  --ignore-stop        decode all N tokens even past a stop token (speed runs)\n"
     "  --profile P.json     the model's profile (default: the shipped one for the default model)\n"
     "  --json               one JSON object: method, budget, answer, kv_bytes, kv_percent_of_full,\n"
     "                       prefill_s, kvtrim_s, decode_tokens_per_s, peak_rss_bytes, ...\n";
@@ -33,15 +38,16 @@ const char* kHelp =
 
 int cmd_generate(int argc, char** argv) {
   auto valued = method_options();
-  valued.insert({"model", "prompt", "prompt-file", "max-new-tokens", "profile"});
-  args a(argc, argv, 2, valued, {"json", "chat"});
+  valued.insert({"model", "prompt", "prompt-file", "haystack-tokens", "max-new-tokens", "profile"});
+  args a(argc, argv, 2, valued, {"json", "chat", "ignore-stop"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
     std::fputs(method_options_help(), stdout);
     return 0;
   }
   if (!a.positional().empty()) throw usage_error("unexpected argument '" + a.positional()[0] + "'");
-  if (a.has("prompt") == a.has("prompt-file")) throw usage_error("give one of --prompt or --prompt-file");
+  if (int(a.has("prompt")) + int(a.has("prompt-file")) + int(a.has("haystack-tokens")) != 1)
+    throw usage_error("give one of --prompt, --prompt-file or --haystack-tokens");
   std::string text = a.str("prompt");
   if (a.has("prompt-file")) {
     std::ifstream in(a.str("prompt-file"), std::ios::binary);
@@ -57,14 +63,27 @@ int cmd_generate(int argc, char** argv) {
   cfg.prof = h.prof.get();
   const kvtrim::method m = kvtrim::make_method(cfg, kvhost::kvtrim_shape(h.mdl->config()));
   if (a.flag("chat")) text = h.tok->apply_chat_template({{"user", text}}, true);
-  const std::vector<int> ids = h.tok->encode(text, true);
+  std::vector<int> ids;
+  if (a.has("haystack-tokens")) {
+    const long long want = a.integer("haystack-tokens", 0);
+    if (want < 1) throw usage_error("--haystack-tokens must be >= 1");
+    const std::string dir = kvhost::find_essay_dir();
+    const std::string hay = dir.empty() ? kvhost::generated_haystack(static_cast<size_t>(want) * 8)
+                                        : kvhost::load_text_dir(dir);
+    ids = h.tok->encode(hay.substr(0, std::min(hay.size(), static_cast<size_t>(want) * 8)), false);
+    if (static_cast<long long>(ids.size()) < want) throw std::invalid_argument("haystack too short");
+    ids.resize(static_cast<size_t>(want));
+  } else {
+    ids = h.tok->encode(text, true);
+  }
   if (ids.empty()) throw std::invalid_argument("empty prompt (0 tokens)");
   if (static_cast<int64_t>(ids.size()) > h.mdl->config().n_ctx)
     throw std::invalid_argument("prompt of " + std::to_string(ids.size()) + " tokens exceeds the model's context of " +
                                 std::to_string(h.mdl->config().n_ctx));
   const std::vector<int32_t> prompt(ids.begin(), ids.end());
   if (!a.flag("json")) std::fprintf(stderr, "prefill of %zu tokens with %s ...\n", prompt.size(), cfg.name.c_str());
-  const kvhost::run_report r = kvhost::run_generation(*h.mdl, *h.tok, prompt, &m, static_cast<int>(max_new), h.stops);
+  const kvhost::run_report r = kvhost::run_generation(*h.mdl, *h.tok, prompt, &m, static_cast<int>(max_new),
+                                                      a.flag("ignore-stop") ? std::vector<int32_t>{} : h.stops);
   if (a.flag("json")) {
     std::printf("%s\n", kvhost::to_json(r).c_str());
   } else {

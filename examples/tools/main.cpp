@@ -16,7 +16,11 @@ const char* kUsage =
     "  demo       needle-in-a-haystack on the default model: full cache vs compressed\n"
     "  generate   run a prompt through the reference host with any method and budget\n"
     "  budgets    per-layer / per-KV-head budgets a method gives for a prompt length\n"
-    "  profile    import published CompressKV / HeadKV artefacts into a kvtrim profile\n";
+    "  profile    import published CompressKV / HeadKV artefacts into a kvtrim profile\n"
+    "  calibrate  produce a model's profile (semantic retrieval heads, retrieval-reasoning heads,\n"
+    "             layer eviction errors) on the reference host\n"
+    "  eval       accuracy, memory and speed of methods x budgets on a task, one prefill per sample\n"
+    "  report     re-render an eval directory's tables and plots\n";
 
 }  // namespace
 
@@ -32,6 +36,9 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return kvtools::cmd_generate(argc, argv);
     if (cmd == "budgets") return kvtools::cmd_budgets(argc, argv);
     if (cmd == "profile") return kvtools::cmd_profile(argc, argv);
+    if (cmd == "calibrate") return kvtools::cmd_calibrate(argc, argv);
+    if (cmd == "eval") return kvtools::cmd_eval(argc, argv);
+    if (cmd == "report") return kvtools::cmd_report(argc, argv);
     std::fprintf(stderr, "kvtrim: unknown command '%s'\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const kvtools::usage_error& e) {
