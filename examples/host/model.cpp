@@ -363,7 +363,7 @@ prefill_result model::prefill(const std::vector<int32_t>& tokens, kv_store& cach
   return res;
 }
 
-std::vector<float> model::decode_step(int32_t token, kv_store& cache) const {
+std::vector<float> model::decode_step(int32_t token, kv_store& cache, const decode_observer& observe) const {
   const auto& c = cfg_;
   check_token(token);
   if (cache.n_layer() != c.n_layer || cache.n_kv_head() != c.n_kv_head || cache.head_dim() != c.head_dim)
@@ -394,6 +394,7 @@ std::vector<float> model::decode_step(int32_t token, kv_store& cache) const {
       lens[static_cast<size_t>(g)] = cache.length(l, g);
     }
     detail::attend_ragged(q, kp.data(), vp.data(), lens.data(), c.n_head, c.n_kv_head, hd, scale, attn.data());
+    if (observe) observe(l, q, cache, attn.data());
     matvec(L.wo, attn.data(), tmp.data());
     x += tmp;
 
@@ -411,7 +412,8 @@ std::vector<float> model::decode_step(int32_t token, kv_store& cache) const {
 }
 
 generate_result model::generate(const std::vector<int32_t>& prompt, kv_store& cache, int max_new_tokens,
-                                const std::vector<int32_t>& stop_tokens, const prefill_hook& hook, int window) const {
+                                const std::vector<int32_t>& stop_tokens, const prefill_hook& hook, int window,
+                                const decode_observer& observe) const {
   if (max_new_tokens < 0)
     throw std::invalid_argument("generate: max_new_tokens " + std::to_string(max_new_tokens) + " is negative");
   generate_result r;
@@ -426,7 +428,7 @@ generate_result model::generate(const std::vector<int32_t>& prompt, kv_store& ca
     }
     r.tokens.push_back(next);
     if (static_cast<int>(r.tokens.size()) >= max_new_tokens || cache.n_past() >= cfg_.n_ctx) break;
-    next = argmax(decode_step(next, cache));
+    next = argmax(decode_step(next, cache, observe));
     ++r.decode_steps;
   }
   r.decode_seconds = seconds_since(t0);

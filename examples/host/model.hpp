@@ -46,6 +46,12 @@ struct model_config {
 using prefill_hook = std::function<std::vector<int64_t>(int layer, float* k, float* v, const float* q_window,
                                                         int64_t n, int64_t window)>;
 
+// Optional observer of every decode step, called per layer right after its attention: q is the
+// step's query ([n_head][head_dim], after RoPE), `cache` holds this layer's rows including the new
+// token, attn_out is the attention output ([n_head][head_dim], before o_proj). Calibration
+// recomputes what it needs from these, so the attention code itself stays untouched.
+using decode_observer =
+    std::function<void(int layer, const float* q, const kv_store& cache, const float* attn_out)>;
 struct prefill_result {
   std::vector<float> logits;  // last position, n_vocab
   double seconds = 0;         // whole prefill, hook included
@@ -81,11 +87,11 @@ class model {
   prefill_result prefill(const std::vector<int32_t>& tokens, kv_store& cache, const prefill_hook& hook = {},
                          int window = 8) const;
   // One token at position cache.n_past(); appends its K/V to every head and returns the logits.
-  std::vector<float> decode_step(int32_t token, kv_store& cache) const;
+  std::vector<float> decode_step(int32_t token, kv_store& cache, const decode_observer& observe = {}) const;
   // Greedy generation: prefill, then decode until a stop token, max_new_tokens or the context end.
   generate_result generate(const std::vector<int32_t>& prompt, kv_store& cache, int max_new_tokens,
                            const std::vector<int32_t>& stop_tokens, const prefill_hook& hook = {},
-                           int window = 8) const;
+                           int window = 8, const decode_observer& observe = {}) const;
 
  private:
   struct layer_weights {

@@ -1,8 +1,387 @@
-// Placeholder until the eval tool lands: says so and exits non-zero.
-#include <stdexcept>
+// kvtrim eval TASK: accuracy, memory and speed of methods x budgets on a task, one prefill per
+// sample (host/eval_runner.hpp), resumable, with a summary table and plots (host/eval_report.hpp).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "args.hpp"
 #include "commands.hpp"
+#include "host/compression.hpp"
+#include "host/eval_metrics.hpp"
+#include "host/eval_report.hpp"
+#include "host/eval_runner.hpp"
+#include "host/eval_tasks.hpp"
+#include "host/runner.hpp"
+#include "host_setup.hpp"
+#include "method_args.hpp"
 
 namespace kvtools {
-int cmd_eval(int, char**) { throw std::runtime_error("'kvtrim eval' is not implemented yet"); }
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* kHelp =
+    "usage: kvtrim eval TASK --out DIR [--methods M,...] [--budgets B,...] [--ratios R,...]\n"
+    "                   [--limit N] [--data FILE] [--data-dir DIR] [--model GGUF] [--profile P.json]\n"
+    "                   [--lengths L,...] [--depths D,...] [--variants classic,passkey]\n"
+    "                   [--passages N] [--continuation T] [--seed S] [--max-new-tokens N] [--separate]\n"
+    "\n"
+    "TASK: niah      needle in a haystack over the Paul Graham essays: lengths x depths (percent),\n"
+    "                classic needle (ROUGE-1 recall) and passkey (exact match)\n"
+    "      fidelity  teacher-forced continuation of essay passages: top-1 agreement with the full\n"
+    "                cache (score), mean KL(full || compressed) and perplexity\n"
+    "      jsonl     a file in RULER's format (--data FILE: input, outputs), string match\n"
+    "\n"
+    "Each sample is prefilled once; every method x budget is built from that prefill's K/V and\n"
+    "decoded from its logits (--separate: one full run per configuration instead, to measure the\n"
+    "saving). DIR gets samples.jsonl (one record per sample x method x budget), summary.csv,\n"
+    "summary.md, plots/ and config.json. Finished records are skipped when DIR is reused.\n"
+    "  --methods   default full,streaming,snapkv,pyramidkv,adakv,cake (+headkv,compresskv with a profile)\n"
+    "  --budgets   tokens per KV head per layer, default 16,32,64,128,256\n"
+    "  --ratios    fractions of the prompt kept, in (0, 1]\n"
+    "  --lengths   niah default 1024,2048,4096; fidelity default 2048\n"
+    "  --depths    niah, percent, default 0,50,100\n"
+    "  --data-dir  default " KVTRIM_SOURCE_DIR "/../shared/data\n";
+
+std::vector<long long> int_list(const args& a, const std::string& name, const std::string& def) {
+  std::vector<long long> out;
+  for (const auto& s : a.list(name, def)) out.push_back(args::parse_int(name, s));
+  return out;
+}
+
+std::string now_iso() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+std::string hms(double s) {
+  const long long t = static_cast<long long>(s + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%lldh%02lldm%02llds", t / 3600, t / 60 % 60, t % 60);
+  return t >= 3600 ? buf : buf + 3;  // drop "0h" for short runs
+}
+
+struct config_spec {
+  std::string method, budget;  // budget label: "64", "r0.05", "full"
+  std::unique_ptr<kvtrim::method> m;  // null for full
+};
+
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+  auto valued = method_options();
+  for (const char* o : {"method", "budget", "ratio"}) valued.erase(o);
+  valued.insert({"methods", "budgets", "ratios", "limit", "data", "data-dir", "out", "model", "profile", "lengths",
+                 "depths", "variants", "passages", "continuation", "max-new-tokens", "seed"});
+  args a(argc, argv, 2, valued, {"separate", "quiet"});
+  if (a.help()) {
+    std::fputs(kHelp, stdout);
+    std::fputs(method_options_help(), stdout);
+    return 0;
+  }
+  if (a.positional().size() != 1) throw usage_error("give one TASK (niah, fidelity, jsonl); see --help");
+  const std::string task = a.positional()[0];
+  if (task != "niah" && task != "fidelity" && task != "jsonl")
+    throw usage_error("unknown task '" + task + "' (niah, fidelity, jsonl)");
+  const std::string out = a.required("out");
+  const long long limit = a.integer("limit", 0);
+  if (limit < 0) throw usage_error("--limit must be >= 0 (0: all samples)");
+  const bool separate = a.flag("separate"), quiet = a.flag("quiet");
+  const long long seed = a.integer("seed", 0);
+  if (seed < 0) throw usage_error("--seed must be >= 0");
+  const std::string data_dir = a.str("data-dir", std::string(KVTRIM_SOURCE_DIR) + "/../shared/data");
+
+  // Budgets first, so a bad one is reported before the model loads.
+  std::vector<std::string> budget_labels;
+  std::vector<kvtrim::budget> budgets;
+  for (long long b : int_list(a, "budgets", a.has("ratios") ? "" : "16,32,64,128,256")) {
+    if (b < 1) throw usage_error("--budgets: " + std::to_string(b) + " must be >= 1");
+    budget_labels.push_back(std::to_string(b));
+    budgets.push_back(kvtrim::budget::tokens(b));
+  }
+  for (const auto& r : a.list("ratios")) {
+    const double x = std::atof(r.c_str());
+    if (!(x > 0 && x <= 1)) throw usage_error("--ratios: '" + r + "' outside (0, 1]");
+    budget_labels.push_back("r" + r);
+    budgets.push_back(kvtrim::budget::ratio(x));
+  }
+  if (budgets.empty()) throw usage_error("give --budgets and/or --ratios");
+
+  const loaded_host h = load_host(a.str("model"), a.str("profile"), quiet);
+  const kvtrim::model_shape shape = kvhost::kvtrim_shape(h.mdl->config());
+  const int64_t ctx = h.mdl->config().n_ctx;
+
+  // Methods x budgets, each validated now (a method that needs a missing profile fails here).
+  std::vector<std::string> methods =
+      a.list("methods", h.prof ? "full,streaming,snapkv,pyramidkv,adakv,cake,headkv,compresskv"
+                               : "full,streaming,snapkv,pyramidkv,adakv,cake");
+  const auto& known = kvtrim::method_names();
+  kvtrim::method_config base = parse_method_config(a, "snapkv", 64);
+  base.prof = h.prof.get();
+  std::vector<config_spec> configs;
+  for (const auto& name : methods) {
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      throw usage_error("--methods: unknown method '" + name + "'");
+    if (name == "full") {
+      configs.push_back({"full", "full", nullptr});
+      continue;
+    }
+    for (size_t i = 0; i < budgets.size(); ++i) {
+      kvtrim::method_config c = base;
+      c.name = name;
+      c.target = budgets[i];
+      configs.push_back({name, budget_labels[i], std::make_unique<kvtrim::method>(kvtrim::make_method(c, shape))});
+    }
+  }
+
+  // Samples (deterministic for the options, so a resumed run sees the same ones).
+  const long long max_new_opt = a.integer("max-new-tokens", 0);
+  std::vector<kvhost::eval_sample> samples;
+  nlohmann::json task_options;
+  if (task == "niah") {
+    kvhost::niah_options o;
+    o.lengths.clear();
+    for (long long L : int_list(a, "lengths", "1024,2048,4096")) {
+      if (L < 128 || L > ctx) throw usage_error("--lengths: " + std::to_string(L) + " outside [128, " + std::to_string(ctx) + "]");
+      o.lengths.push_back(L);
+    }
+    o.depths.clear();
+    for (long long d : int_list(a, "depths", "0,50,100")) {
+      if (d < 0 || d > 100) throw usage_error("--depths: " + std::to_string(d) + " outside [0, 100] (percent)");
+      o.depths.push_back(static_cast<double>(d) / 100.0);
+    }
+    const auto variants = a.list("variants", "classic,passkey");
+    o.classic = std::find(variants.begin(), variants.end(), "classic") != variants.end();
+    o.passkey = std::find(variants.begin(), variants.end(), "passkey") != variants.end();
+    for (const auto& v : variants)
+      if (v != "classic" && v != "passkey") throw usage_error("--variants: '" + v + "' is not classic or passkey");
+    o.seed = static_cast<uint64_t>(seed);
+    const std::string essays = a.str("data", data_dir + "/pg_essays");
+    samples = kvhost::niah_samples(*h.tok, kvhost::load_essays(essays), o);
+    task_options = {{"lengths", o.lengths}, {"depths", o.depths}, {"variants", variants}, {"essays", essays}};
+  } else if (task == "fidelity") {
+    kvhost::fidelity_options o;
+    o.lengths.clear();
+    for (long long L : int_list(a, "lengths", "2048")) {
+      if (L < 16 || L > ctx) throw usage_error("--lengths: " + std::to_string(L) + " outside [16, " + std::to_string(ctx) + "]");
+      o.lengths.push_back(L);
+    }
+    o.passages = static_cast<int>(a.integer("passages", 3));
+    o.continuation = a.integer("continuation", 64);
+    if (o.passages < 1) throw usage_error("--passages must be >= 1");
+    if (o.continuation < 2 || o.continuation > 1024) throw usage_error("--continuation must be in [2, 1024]");
+    o.seed = static_cast<uint64_t>(seed);
+    const std::string essays = a.str("data", data_dir + "/pg_essays");
+    samples = kvhost::fidelity_samples(*h.tok, kvhost::load_essays(essays), o);
+    for (const auto& s : samples)
+      if (static_cast<int64_t>(s.prompt.size() + s.continuation.size()) > ctx)
+        throw usage_error("--lengths + --continuation exceed the model context of " + std::to_string(ctx));
+    task_options = {{"lengths", o.lengths}, {"passages", o.passages}, {"continuation", o.continuation}, {"essays", essays}};
+  } else {
+    const std::string file = a.required("data");
+    const int max_new = static_cast<int>(max_new_opt > 0 ? max_new_opt : 32);
+    samples = kvhost::jsonl_samples(*h.tok, file, ctx - max_new, max_new);
+    task_options = {{"data", file}};
+  }
+  if (max_new_opt > 0 && task != "fidelity")
+    for (auto& s : samples) s.max_new_tokens = static_cast<int>(max_new_opt);
+  if (limit > 0 && static_cast<long long>(samples.size()) > limit) samples.resize(static_cast<size_t>(limit));
+
+  // The output folder: config.json beside the records; a reused folder must hold the same task.
+  fs::create_directories(out);
+  const std::string config_path = out + "/config.json", records_path = out + "/samples.jsonl";
+  nlohmann::json cfg_json = {{"task", task},
+                             {"task_options", task_options},
+                             {"seed", seed},
+                             {"limit", limit},
+                             {"methods", methods},
+                             {"budgets", budget_labels},
+                             {"window", base.window},
+                             {"model", h.path},
+                             {"profile", h.profile_path},
+                             {"separate", separate},
+                             {"samples", samples.size()},
+                             {"started", now_iso()}};
+  std::string cmdline;
+  for (int i = 0; i < argc; ++i) cmdline += (i ? " " : "") + std::string(argv[i]);
+  cfg_json["command"] = cmdline;
+  if (fs::exists(config_path)) {
+    std::ifstream in(config_path);
+    const nlohmann::json old = nlohmann::json::parse(in, nullptr, false);
+    if (!old.is_discarded() && old.value("task", task) != task)
+      throw usage_error(out + " holds a '" + old.value("task", "") + "' run; use another --out for '" + task + "'");
+  }
+  kvhost::write_file_atomic(config_path, cfg_json.dump(2) + "\n");
+
+  std::set<std::string> done;
+  for (const auto& r : kvhost::read_records(records_path))
+    done.insert(r.value("id", "") + "|" + r.value("method", "") + "|" + r.value("budget", ""));
+  std::ofstream rec(records_path, std::ios::app);
+  if (!rec) throw std::runtime_error("cannot append to " + records_path);
+
+  const auto t_start = std::chrono::steady_clock::now();
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  size_t todo = 0, finished = 0, skipped = 0;
+  for (const auto& s : samples)
+    for (const auto& c : configs) todo += done.count(s.id + "|" + c.method + "|" + c.budget) ? 0 : 1;
+  if (!quiet)
+    std::fprintf(stderr, "eval %s: %zu samples x %zu configurations, %zu to run (%zu done before) -> %s\n",
+                 task.c_str(), samples.size(), configs.size(), todo, samples.size() * configs.size() - todo, out.c_str());
+  double prefill_total = 0;
+  int64_t window = 1;
+  for (const auto& c : configs)
+    if (c.m) window = std::max<int64_t>(window, c.m->config().window);
+
+  for (size_t si = 0; si < samples.size(); ++si) {
+    const auto& s = samples[si];
+    std::vector<const config_spec*> pending;
+    for (const auto& c : configs)
+      if (!done.count(s.id + "|" + c.method + "|" + c.budget)) pending.push_back(&c);
+    if (pending.empty()) {
+      ++skipped;
+      continue;
+    }
+    const auto t_sample = std::chrono::steady_clock::now();
+    const int64_t n = static_cast<int64_t>(s.prompt.size());
+    std::unique_ptr<kvhost::prefill_capture> cap;
+    double capture_s = 0;
+    if (!separate) {
+      const auto t0 = std::chrono::steady_clock::now();
+      cap = std::make_unique<kvhost::prefill_capture>(kvhost::capture_prefill(*h.mdl, s.prompt, window));
+      capture_s = since(t0);
+      prefill_total += cap->prefill_s;
+    }
+    // Fidelity's reference: the full cache's next-token distributions.
+    std::vector<std::vector<float>> full_lp;
+    std::vector<int> targets(s.continuation.begin() + (s.continuation.empty() ? 0 : 1), s.continuation.end());
+    std::vector<float> first_logits;
+    if (s.metric == "fidelity") {
+      kvhost::kv_store cache;
+      if (cap) {
+        kvhost::build_cache(*cap, nullptr, cache);
+      } else {
+        h.mdl->prefill(s.prompt, cache);
+      }
+      full_lp = kvhost::teacher_forced_logprobs(*h.mdl, cache, s.continuation);
+      targets.resize(full_lp.size());
+    }
+    for (const config_spec* c : pending) {
+      nlohmann::json r = {{"task", s.task}, {"id", s.id}, {"method", c->method}, {"budget", c->budget}};
+      for (auto it = s.meta.begin(); it != s.meta.end(); ++it) r[it.key()] = it.value();
+      r["prompt_tokens"] = n;
+      const auto t_cfg = std::chrono::steady_clock::now();
+      if (s.metric == "fidelity") {
+        kvhost::kv_store cache;
+        double kvtrim_s = 0, prefill_s = 0;
+        if (cap) {
+          kvtrim_s = kvhost::build_cache(*cap, c->m.get(), cache);
+          prefill_s = cap->prefill_s;
+        } else {  // a separate compressed prefill
+          std::unique_ptr<kvhost::compression_session> sess;
+          if (c->m) sess = std::make_unique<kvhost::compression_session>(*c->m, cache, n);
+          const auto pr = h.mdl->prefill(s.prompt, cache, sess ? sess->hook() : kvhost::prefill_hook{},
+                                         sess ? sess->window() : 8);
+          prefill_s = pr.seconds;
+          kvtrim_s = sess ? sess->seconds() : 0;
+        }
+        const size_t kv_bytes = cache.retained_bytes();
+        const size_t full_bytes = static_cast<size_t>(n) * static_cast<size_t>(shape.layers * shape.kv_heads) *
+                                  cache.bytes_per_row();
+        const auto t_dec = std::chrono::steady_clock::now();
+        const auto lp = kvhost::teacher_forced_logprobs(*h.mdl, cache, s.continuation);
+        double kl = 0, agree = 0;
+        for (size_t i = 0; i < lp.size(); ++i) {
+          kl += kvhost::kl_divergence(full_lp[i], lp[i]);
+          agree += (std::max_element(full_lp[i].begin(), full_lp[i].end()) - full_lp[i].begin()) ==
+                           (std::max_element(lp[i].begin(), lp[i].end()) - lp[i].begin())
+                       ? 1.0
+                       : 0.0;
+        }
+        const double m = static_cast<double>(std::max<size_t>(1, lp.size()));
+        r["budget_tokens"] = c->m ? c->m->config().target.resolve(n) : n;
+        r["kv_bytes"] = kv_bytes;
+        r["kv_full_bytes"] = full_bytes;
+        r["kv_percent_of_full"] = 100.0 * static_cast<double>(kv_bytes) / static_cast<double>(full_bytes);
+        r["score"] = 100.0 * agree / m;
+        r["kl"] = kl / m;
+        r["ppl"] = kvhost::perplexity(lp, targets);
+        r["ppl_full"] = kvhost::perplexity(full_lp, targets);
+        r["positions"] = lp.size();
+        r["prefill_s"] = prefill_s;
+        r["kvtrim_s"] = kvtrim_s;
+        r["decode_s"] = since(t_dec);
+      } else if (cap) {
+        const kvhost::config_run cr = kvhost::run_config(*h.mdl, *cap, c->m.get(), s.max_new_tokens, h.stops);
+        const std::string answer = h.tok->decode(std::vector<int>(cr.tokens.begin(), cr.tokens.end()), true);
+        r["budget_tokens"] = cr.budget;
+        r["kv_bytes"] = cr.kv_bytes;
+        r["kv_full_bytes"] = cr.kv_full_bytes;
+        r["kv_percent_of_full"] = cr.kv_percent_of_full;
+        r["answer"] = answer;
+        r["score"] = 100.0 * kvhost::score_answer(s, answer);
+        r["prefill_s"] = cap->prefill_s;
+        r["kvtrim_s"] = cr.kvtrim_s;
+        r["decode_s"] = cr.decode_s;
+        r["generated_tokens"] = cr.tokens.size();
+      } else {
+        const kvhost::run_report rr =
+            kvhost::run_generation(*h.mdl, *h.tok, s.prompt, c->m.get(), s.max_new_tokens, h.stops);
+        r["budget_tokens"] = rr.budget;
+        r["kv_bytes"] = rr.kv_bytes;
+        r["kv_full_bytes"] = rr.kv_full_bytes;
+        r["kv_percent_of_full"] = rr.kv_percent_of_full;
+        r["answer"] = rr.answer;
+        r["score"] = 100.0 * kvhost::score_answer(s, rr.answer);
+        r["prefill_s"] = rr.prefill_s;
+        r["kvtrim_s"] = rr.kvtrim_s;
+        r["decode_s"] = rr.decode_s;
+        r["generated_tokens"] = rr.tokens.size();
+      }
+      r["shared_prefill"] = !separate;
+      r["config_s"] = since(t_cfg);  // this configuration's own work (separate: its whole run)
+      r["reference"] = s.references.empty() ? "" : s.references[0];
+      rec << r.dump() << "\n";
+      rec.flush();
+      ++finished;
+    }
+    if (!quiet) {
+      const double el = since(t_start);
+      const double eta = finished ? el / static_cast<double>(finished) * static_cast<double>(todo - finished) : 0;
+      std::fprintf(stderr, "[%zu/%zu] %s (%lld tokens): %zu configs in %.1f s (prefill+capture %.1f s) | %zu/%zu done, "
+                   "elapsed %s, ETA %s\n",
+                   si + 1, samples.size(), s.id.c_str(), static_cast<long long>(n), pending.size(), since(t_sample),
+                   capture_s, finished, todo, hms(el).c_str(), hms(eta).c_str());
+    }
+  }
+  rec.close();
+  const double wall = since(t_start);
+  cfg_json["finished"] = now_iso();
+  cfg_json["wall_s_last_invocation"] = wall;
+  cfg_json["configs_run_last_invocation"] = finished;
+  kvhost::write_file_atomic(config_path, cfg_json.dump(2) + "\n");
+  const auto written = kvhost::render_report(out);
+  if (!quiet) {
+    std::fprintf(stderr, "done: %zu configurations in %s (%zu samples already complete)\n", finished, hms(wall).c_str(),
+                 skipped);
+    for (const auto& p : written) std::fprintf(stderr, "  wrote %s\n", p.c_str());
+  }
+  std::ifstream md(out + "/summary.md");
+  std::printf("%s", std::string(std::istreambuf_iterator<char>(md), {}).c_str());
+  return 0;
+}
+
 }  // namespace kvtools

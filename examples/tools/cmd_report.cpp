@@ -1,8 +1,35 @@
-// Placeholder until the report tool lands: says so and exits non-zero.
-#include <stdexcept>
+// kvtrim report DIR: re-renders an eval directory's summary.csv, summary.md and plots from its
+// samples.jsonl (after a run was interrupted, merged or extended).
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
 
+#include "args.hpp"
 #include "commands.hpp"
+#include "host/eval_report.hpp"
 
 namespace kvtools {
-int cmd_report(int, char**) { throw std::runtime_error("'kvtrim report' is not implemented yet"); }
+
+int cmd_report(int argc, char** argv) {
+  args a(argc, argv, 2, {}, {"quiet"});
+  if (a.help()) {
+    std::fputs(
+        "usage: kvtrim report DIR [--quiet]\n\n"
+        "Re-renders DIR/summary.csv (task, method, budget, kv_percent_of_full, score, n), DIR/summary.md\n"
+        "and DIR/plots/ (needle heatmaps per method and budget, score vs % of KV kept per task; SVG,\n"
+        "and PNG where rsvg-convert is installed) from DIR/samples.jsonl, and prints the markdown.\n",
+        stdout);
+    return 0;
+  }
+  if (a.positional().size() != 1) throw usage_error("give one eval DIR (see --help)");
+  const std::string dir = a.positional()[0];
+  const auto written = kvhost::render_report(dir);
+  if (!a.flag("quiet"))
+    for (const auto& p : written) std::fprintf(stderr, "wrote %s\n", p.c_str());
+  std::ifstream md(dir + "/summary.md");
+  std::printf("%s", std::string(std::istreambuf_iterator<char>(md), {}).c_str());
+  return 0;
+}
+
 }  // namespace kvtools

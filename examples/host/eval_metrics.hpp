@@ -1,0 +1,31 @@
+#pragma once
+// Scores of the evaluation tasks, each as the benchmark it comes from computes it. All return
+// values in [0, 1] except perplexity and KL.
+#include <string>
+#include <vector>
+
+namespace kvhost {
+
+// ROUGE-1 recall of the reference's words (lower-cased alphanumeric words, clipped counts):
+// the needle test's score. Same as haystack.hpp's rouge1_recall.
+double needle_recall(const std::string& answer, const std::string& reference);
+
+// Passkey exact match: 1 when some maximal run of digits in the answer equals `passkey`.
+double passkey_match(const std::string& answer, const std::string& passkey);
+
+// RULER's string_match_all for one prediction: the fraction of references that occur in the
+// prediction, case-insensitively (after RULER's post-processing: control characters become
+// newlines, then strip).
+double string_match_all(const std::string& prediction, const std::vector<std::string>& references);
+
+// LongBench's ROUGE-L (the `rouge` package's rouge-l F with its default tokenisation: lower-case,
+// non-alphanumerics to spaces, whitespace split); 0 when either side has no words.
+double rouge_l_f(const std::string& prediction, const std::string& reference);
+
+// Teacher-forced fidelity. Rows are log-probabilities over the vocabulary (log-softmax).
+// KL(p || q) = sum_i p_i (log p_i - log q_i), in nats.
+double kl_divergence(const std::vector<float>& logp, const std::vector<float>& logq);
+// exp(-mean log q(target)) over the rows; targets[i] is the token row i should predict.
+double perplexity(const std::vector<std::vector<float>>& logprobs, const std::vector<int>& targets);
+
+}  // namespace kvhost

@@ -1,0 +1,32 @@
+#pragma once
+// Tables and plots of an eval directory, rendered from its per-sample records (samples.jsonl):
+// summary.csv, summary.md, and SVG plots (PNG beside them when rsvg-convert is installed).
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace kvhost {
+
+// Every record of DIR/samples.jsonl; a truncated last line (an interrupted write) is skipped.
+std::vector<nlohmann::json> read_records(const std::string& path);
+
+struct summary_row {
+  std::string task, method, budget;  // budget: "16", "r0.05" or "full"
+  double kv_percent_of_full = 0;     // mean over samples
+  double score = 0;                  // mean, 0-100 (fidelity_kl: nats, fidelity_ppl: perplexity)
+  int n = 0;
+};
+
+// One row per task x method x budget; fidelity records give fidelity_top1, fidelity_kl and
+// fidelity_ppl rows. Methods in method_names() order, budgets ascending, full last.
+std::vector<summary_row> summarize(const std::vector<nlohmann::json>& records);
+
+// Writes DIR/summary.csv, DIR/summary.md and DIR/plots/*.svg (and *.png where rsvg-convert
+// exists). Returns the paths written. Each file is written whole (temp file + rename).
+std::vector<std::string> render_report(const std::string& dir);
+
+// Writes `text` to `path` atomically (path.tmp, then rename).
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace kvhost

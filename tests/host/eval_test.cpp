@@ -1,0 +1,347 @@
+// Evaluation: metrics on hand-computed cases, task generators (deterministic, needle where they
+// say), the RULER-format reader, the one-prefill runner against separate runs, and a tiny
+// `kvtrim eval niah --limit 2` end to end.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "host/compression.hpp"
+#include "host/eval_metrics.hpp"
+#include "host/eval_report.hpp"
+#include "host/eval_runner.hpp"
+#include "host/eval_tasks.hpp"
+#include "host/gguf.hpp"
+#include "host/haystack.hpp"
+#include "host/model.hpp"
+#include "host/runner.hpp"
+#include "host/tokenizer.hpp"
+#include "kvtrim/profile/profile.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace kvhost;
+
+const std::string k_data = std::string(KVTRIM_SOURCE_DIR) + "/../shared/data";
+
+// ---- metrics, by hand ----------------------------------------------------------------------
+
+TEST(EvalMetrics, NeedleRecallCountsReferenceWords) {
+  EXPECT_DOUBLE_EQ(needle_recall("Eat a sandwich!", "eat a sandwich and sit"), 3.0 / 5.0);
+  EXPECT_DOUBLE_EQ(needle_recall("", "eat"), 0.0);
+  EXPECT_DOUBLE_EQ(needle_recall("a a a", "a a b"), 2.0 / 3.0);  // clipped counts
+}
+
+TEST(EvalMetrics, PasskeyNeedsTheWholeNumber) {
+  EXPECT_EQ(passkey_match("The pass key is 71432.", "71432"), 1.0);
+  EXPECT_EQ(passkey_match("71432", "71432"), 1.0);
+  EXPECT_EQ(passkey_match("The pass key is 714321.", "71432"), 0.0);
+  EXPECT_EQ(passkey_match("7143 2", "71432"), 0.0);
+  EXPECT_EQ(passkey_match("no digits", "71432"), 0.0);
+}
+
+TEST(EvalMetrics, StringMatchAllIsTheFractionOfReferencesFound) {
+  EXPECT_DOUBLE_EQ(string_match_all("Answer: Foo and bar", {"foo", "BAR", "baz"}), 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(string_match_all("  4716302\n", {"4716302"}), 1.0);
+  EXPECT_DOUBLE_EQ(string_match_all("red\x01" "blue", {"red\nblue"}), 1.0);  // control chars -> newline
+  EXPECT_THROW(string_match_all("x", {}), std::invalid_argument);
+}
+
+TEST(EvalMetrics, RougeLIsTheLcsF1) {
+  // LCS of "the cat sat on the mat" / "the cat is on the mat" = "the cat on the mat" (5 of 6 each).
+  EXPECT_NEAR(rouge_l_f("the cat sat on the mat", "The cat is on the mat."), 5.0 / 6.0, 1e-12);
+  // p = 2/2, r = 2/4 -> F = 2/3.
+  EXPECT_NEAR(rouge_l_f("a b", "a x b y"), 2.0 / 3.0, 1e-12);
+  EXPECT_EQ(rouge_l_f("", "a"), 0.0);
+  EXPECT_EQ(rouge_l_f("q", "a"), 0.0);
+}
+
+TEST(EvalMetrics, KlAndPerplexityByHand) {
+  const std::vector<float> p{std::log(0.5f), std::log(0.5f)}, q{std::log(0.25f), std::log(0.75f)};
+  // 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75)
+  EXPECT_NEAR(kl_divergence(p, q), 0.5 * std::log(2.0) + 0.5 * std::log(2.0 / 3.0), 1e-6);
+  EXPECT_NEAR(kl_divergence(p, p), 0.0, 1e-9);
+  // targets 0 then 1: nll = ln 2 + ln(4/3); ppl = exp(mean) = sqrt(8/3)
+  EXPECT_NEAR(perplexity({p, q}, {0, 1}), std::sqrt(8.0 / 3.0), 1e-5);
+  EXPECT_THROW(kl_divergence(p, {0.0f}), std::invalid_argument);
+  EXPECT_THROW(perplexity({p}, {2}), std::invalid_argument);
+  EXPECT_THROW(perplexity({p}, {0, 1}), std::invalid_argument);
+}
+
+TEST(EvalTasks, TruncateMiddleKeepsBothEnds) {
+  std::vector<int32_t> t{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  EXPECT_EQ(truncate_middle(t, 4), (std::vector<int32_t>{1, 2, 9, 10}));
+  EXPECT_EQ(truncate_middle(t, 5), (std::vector<int32_t>{1, 2, 8, 9, 10}));
+  EXPECT_EQ(truncate_middle(t, 10), t);
+  EXPECT_THROW(truncate_middle(t, 1), std::invalid_argument);
+}
+
+TEST(EvalTasks, ScoreDispatchesOnTheMetric) {
+  eval_sample s;
+  s.id = "x";
+  s.references = {"71432"};
+  s.metric = "passkey";
+  EXPECT_EQ(score_answer(s, " 71432."), 1.0);
+  s.metric = "fidelity";
+  EXPECT_THROW(score_answer(s, ""), std::invalid_argument);
+}
+
+TEST(EvalReport, SummaryMeansPerTaskMethodBudget) {
+  std::vector<nlohmann::json> recs = {
+      {{"task", "niah_classic"}, {"method", "snapkv"}, {"budget", "64"}, {"kv_percent_of_full", 2.0}, {"score", 100.0}},
+      {{"task", "niah_classic"}, {"method", "snapkv"}, {"budget", "64"}, {"kv_percent_of_full", 4.0}, {"score", 50.0}},
+      {{"task", "niah_classic"}, {"method", "full"}, {"budget", "full"}, {"kv_percent_of_full", 100.0}, {"score", 80.0}},
+      {{"task", "niah_classic"}, {"method", "snapkv"}, {"budget", "16"}, {"kv_percent_of_full", 1.0}, {"score", 0.0}}};
+  const auto rows = summarize(recs);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].method, "full");  // method_names() order, then budgets ascending
+  EXPECT_EQ(rows[1].budget, "16");
+  EXPECT_EQ(rows[2].budget, "64");
+  EXPECT_DOUBLE_EQ(rows[2].score, 75.0);
+  EXPECT_DOUBLE_EQ(rows[2].kv_percent_of_full, 3.0);
+  EXPECT_EQ(rows[2].n, 2);
+}
+
+// ---- on the model ----------------------------------------------------------------------------
+
+class EvalModel : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const auto path = default_model_path();
+    if (!fs::exists(path)) {
+      missing_ = "model not found at " + path + ": run scripts/fetch_model.sh (or set KVTRIM_MODEL)";
+      return;
+    }
+    file_ = std::make_unique<gguf_file>(path);
+    model_ = std::make_unique<model>(*file_);
+    tok_ = std::make_unique<tokenizer>(tokenizer::from_gguf(*file_));
+    essays_ = load_essays(k_data + "/pg_essays");
+  }
+  void SetUp() override { ASSERT_TRUE(model_) << missing_; }
+
+  inline static std::unique_ptr<gguf_file> file_;
+  inline static std::unique_ptr<model> model_;
+  inline static std::unique_ptr<tokenizer> tok_;
+  inline static std::string essays_, missing_;
+};
+
+TEST_F(EvalModel, EssaysSkipTheLicence) {
+  EXPECT_EQ(essays_.find("Permission is hereby granted"), std::string::npos);
+  EXPECT_GT(essays_.size(), 600000u);
+}
+
+TEST_F(EvalModel, NiahIsDeterministicAndPlacesTheNeedle) {
+  niah_options o;
+  o.lengths = {300, 600};
+  o.depths = {0.0, 0.5, 1.0};
+  o.seed = 7;
+  const auto a = niah_samples(*tok_, essays_, o), b = niah_samples(*tok_, essays_, o);
+  ASSERT_EQ(a.size(), 12u);  // 2 lengths x 3 depths x (classic, passkey)
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].id, b[i].id);
+    EXPECT_EQ(a[i].prompt, b[i].prompt);
+    EXPECT_EQ(a[i].references, b[i].references);
+  }
+  EXPECT_EQ(a[0].id, "niah_classic-L300-D0");
+  EXPECT_EQ(a[3].id, "niah_passkey-L300-D50");
+  for (const auto& s : a) {
+    const double depth = s.meta["depth"].get<double>();
+    const double at = s.meta["needle_char"].get<double>() / s.meta["document_chars"].get<double>();
+    // Moved back to the previous sentence end: never after the depth, and within a sentence or two.
+    EXPECT_LE(at, depth + 1e-9) << s.id;
+    EXPECT_GE(at, depth - 0.12) << s.id;
+    if (depth == 0.0) {
+      EXPECT_EQ(s.meta["needle_char"].get<int64_t>(), 0);
+    }
+    // The prompt holds the fact exactly once, and about the requested number of tokens.
+    const std::string text = tok_->decode(std::vector<int>(s.prompt.begin(), s.prompt.end()));
+    const std::string fact = s.task == "niah_classic" ? classic_needle().fact
+                                                       : "The pass key is " + s.references[0] + ".";
+    ASSERT_NE(text.find(fact), std::string::npos) << s.id;
+    EXPECT_EQ(text.find(fact), text.rfind(fact)) << s.id;
+    EXPECT_NEAR(static_cast<double>(s.prompt.size()), s.meta["length"].get<double>(), 30.0) << s.id;
+  }
+  // The passkey follows the seed.
+  o.seed = 8;
+  const auto c = niah_samples(*tok_, essays_, o);
+  EXPECT_NE(c[1].references, a[1].references);
+  EXPECT_EQ(c[1].references[0].size(), 5u);
+  o.depths = {1.5};
+  EXPECT_THROW(niah_samples(*tok_, essays_, o), std::invalid_argument);
+}
+
+TEST_F(EvalModel, FidelityPassagesAreDeterministic) {
+  fidelity_options o;
+  o.lengths = {200};
+  o.passages = 2;
+  o.continuation = 16;
+  o.seed = 3;
+  const auto a = fidelity_samples(*tok_, essays_, o), b = fidelity_samples(*tok_, essays_, o);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].prompt, b[0].prompt);
+  EXPECT_EQ(a[1].continuation, b[1].continuation);
+  EXPECT_NE(a[0].prompt, a[1].prompt);
+  EXPECT_EQ(a[0].prompt.size(), 200u);
+  EXPECT_EQ(a[0].continuation.size(), 16u);
+  o.continuation = 1;
+  EXPECT_THROW(fidelity_samples(*tok_, essays_, o), std::invalid_argument);
+}
+
+TEST_F(EvalModel, RulerJsonlReader) {
+  const std::string fixture = std::string(KVTRIM_SOURCE_DIR) + "/tests/fixtures/ruler_tiny.jsonl";
+  const auto s = jsonl_samples(*tok_, fixture, 8192, 24);
+  ASSERT_EQ(s.size(), 3u);  // the blank line is skipped
+  EXPECT_EQ(s[0].id, "jsonl-0");
+  EXPECT_EQ(s[2].id, "jsonl-7");
+  EXPECT_EQ(s[1].references, (std::vector<std::string>{"QPE", "XKJ"}));
+  EXPECT_EQ(s[0].max_new_tokens, 24);
+  // answer_prefix is appended to the prompt
+  const std::string text0 = tok_->decode(std::vector<int>(s[0].prompt.begin(), s[0].prompt.end()));
+  EXPECT_NE(text0.find("mentioned in the provided text is"), std::string::npos);
+  EXPECT_DOUBLE_EQ(score_answer(s[1], "qpe, and XKJ"), 1.0);
+  EXPECT_DOUBLE_EQ(score_answer(s[1], "QPE"), 0.5);
+  // Cut in the middle to the limit.
+  const auto cut = jsonl_samples(*tok_, fixture, 20, 8);
+  EXPECT_EQ(cut[0].prompt.size(), 20u);
+  EXPECT_EQ(std::vector<int32_t>(cut[0].prompt.begin(), cut[0].prompt.begin() + 10),
+            std::vector<int32_t>(s[0].prompt.begin(), s[0].prompt.begin() + 10));
+  EXPECT_EQ(cut[0].prompt.back(), s[0].prompt.back());
+  // Malformed lines name the line.
+  const std::string bad = (fs::temp_directory_path() / "kvtrim_eval_bad.jsonl").string();
+  std::ofstream(bad) << "{\"input\": \"x\", \"outputs\": [\"a\"]}\n{\"input\": \"x\"}\n";
+  try {
+    jsonl_samples(*tok_, bad, 100, 8);
+    ADD_FAILURE() << "no error for a line without outputs";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(":2:"), std::string::npos) << e.what();
+  }
+  std::ofstream(bad) << "not json\n";
+  EXPECT_THROW(jsonl_samples(*tok_, bad, 100, 8), std::runtime_error);
+  EXPECT_THROW(jsonl_samples(*tok_, bad + ".missing", 100, 8), std::runtime_error);
+}
+
+// The one-prefill runner gives exactly what a separate compressed prefill gives: the same store,
+// row for row, the same greedy answer and the same bytes; CAKE's cascade included.
+TEST_F(EvalModel, OnePrefillEqualsSeparateRuns) {
+  const needle_prompt p = build_needle_prompt(*tok_, essays_, 400, 0.4, classic_needle());
+  const auto shape = kvtrim_shape(model_->config());
+  const auto stops = default_stop_tokens(*file_);
+  const prefill_capture cap = capture_prefill(*model_, p.tokens, 8);
+  EXPECT_EQ(cap.n, static_cast<int64_t>(p.tokens.size()));
+
+  std::unique_ptr<kvtrim::profile> prof;
+  const std::string prof_path = std::string(KVTRIM_SOURCE_DIR) + "/profiles/smollm2-135m-instruct.json";
+  if (fs::exists(prof_path)) prof = std::make_unique<kvtrim::profile>(kvtrim::load_profile(prof_path));
+  std::vector<std::string> names{"full", "streaming", "snapkv", "pyramidkv", "adakv", "cake"};
+  if (prof) names.insert(names.end(), {"headkv", "compresskv", "compresskv-uniform"});
+  for (const auto& name : names) {
+    kvtrim::method_config c;
+    c.name = name;
+    c.target = kvtrim::budget::tokens(24);
+    c.prof = prof.get();
+    const kvtrim::method m = kvtrim::make_method(c, shape);
+
+    // Separate: the host's own compressed prefill.
+    kv_store separate;
+    compression_session sess(m, separate, cap.n);
+    const prefill_result pr = model_->prefill(p.tokens, separate, name == "full" ? prefill_hook{} : sess.hook(), 8);
+    kv_store shared;
+    build_cache(cap, name == "full" ? nullptr : &m, shared);
+    EXPECT_EQ(pr.logits, cap.logits) << name;
+    EXPECT_EQ(shared.retained_bytes(), separate.retained_bytes()) << name;
+    EXPECT_EQ(shared.allocated_bytes(), separate.allocated_bytes()) << name;
+    EXPECT_EQ(shared.n_past(), separate.n_past()) << name;
+    for (int l = 0; l < shape.layers; ++l)
+      for (int g = 0; g < shape.kv_heads; ++g) {
+        const int64_t len = separate.length(l, g);
+        ASSERT_EQ(shared.length(l, g), len) << name << " layer " << l << " head " << g;
+        const size_t bytes = static_cast<size_t>(len * shape.head_dim) * sizeof(float);
+        EXPECT_EQ(std::memcmp(shared.k(l, g), separate.k(l, g), bytes), 0) << name << " K " << l << "/" << g;
+        EXPECT_EQ(std::memcmp(shared.v(l, g), separate.v(l, g), bytes), 0) << name << " V " << l << "/" << g;
+      }
+    if (name != "full") {
+      EXPECT_LT(shared.retained_bytes(), cap.full_kv_bytes()) << name;
+    }
+
+    // And the answers: run_config against run_generation.
+    const config_run one = run_config(*model_, cap, name == "full" ? nullptr : &m, 12, stops);
+    const run_report sep = run_generation(*model_, *tok_, p.tokens, name == "full" ? nullptr : &m, 12, stops);
+    EXPECT_EQ(one.tokens, sep.tokens) << name;
+    EXPECT_EQ(one.kv_bytes, sep.kv_bytes) << name;
+    EXPECT_EQ(one.kv_full_bytes, sep.kv_full_bytes) << name;
+    EXPECT_EQ(one.budget, sep.budget) << name;
+  }
+  // A method whose window exceeds the captured one is refused.
+  kvtrim::method_config c;
+  c.name = "snapkv";
+  c.window = 16;
+  kv_store s;
+  EXPECT_THROW(build_cache(cap, std::make_unique<kvtrim::method>(kvtrim::make_method(c, shape)).get(), s),
+               kvtrim::error);
+}
+
+// ---- the CLI, end to end ---------------------------------------------------------------------
+
+std::string cli_path() {  // the kvtrim binary of this build: <build>/bin/kvtrim beside <build>/tests
+  const fs::path exe = fs::read_symlink("/proc/self/exe");
+  return (exe.parent_path().parent_path() / "bin" / "kvtrim").string();
+}
+
+TEST_F(EvalModel, CliNiahLimit2EndToEnd) {
+  const std::string cli = cli_path();
+  if (!fs::exists(cli)) GTEST_SKIP() << "kvtrim CLI not built at " << cli;
+  const fs::path dir = fs::temp_directory_path() / "kvtrim_eval_e2e";
+  fs::remove_all(dir);
+  const std::string base = "'" + cli + "' eval niah --limit 2 --lengths 512,1024 --depths 50 --variants classic "
+                           "--methods full,snapkv,cake --budgets 32 --max-new-tokens 16 --quiet --out '" +
+                           dir.string() + "'";
+  ASSERT_EQ(std::system((base + " > /dev/null").c_str()), 0);
+  const auto recs = read_records((dir / "samples.jsonl").string());
+  ASSERT_EQ(recs.size(), 6u);  // 2 samples x (full, snapkv@32, cake@32)
+  for (const auto& r : recs) {
+    for (const char* k : {"id", "method", "budget", "kv_bytes", "kv_percent_of_full", "answer", "score", "prefill_s",
+                          "kvtrim_s", "decode_s", "length", "depth"})
+      EXPECT_TRUE(r.contains(k)) << k;
+    if (r["method"] == "full") {
+      EXPECT_DOUBLE_EQ(r["kv_percent_of_full"].get<double>(), 100.0);
+    } else {
+      EXPECT_LT(r["kv_percent_of_full"].get<double>(), 10.0);
+    }
+  }
+  std::ifstream csv(dir / "summary.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "task,method,budget,kv_percent_of_full,score,n");
+  int rows = 0;
+  for (std::string line; std::getline(csv, line);) rows += line.empty() ? 0 : 1;
+  EXPECT_EQ(rows, 3);
+  EXPECT_TRUE(fs::exists(dir / "summary.md"));
+  EXPECT_TRUE(fs::exists(dir / "config.json"));
+  EXPECT_TRUE(fs::exists(dir / "plots" / "heatmap_niah_classic.svg"));
+  // Resumed: nothing left to do, nothing appended.
+  ASSERT_EQ(std::system((base + " > /dev/null").c_str()), 0);
+  EXPECT_EQ(read_records((dir / "samples.jsonl").string()).size(), 6u);
+  std::ifstream cf(dir / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(cf)["configs_run_last_invocation"].get<int>(), 0);
+  // report re-renders; bad input -> non-zero exit, nothing written.
+  fs::remove(dir / "summary.csv");
+  ASSERT_EQ(std::system(("'" + cli + "' report --quiet '" + dir.string() + "' > /dev/null").c_str()), 0);
+  EXPECT_TRUE(fs::exists(dir / "summary.csv"));
+  EXPECT_NE(std::system(("'" + cli + "' eval niah --budgets 0 --out '" + dir.string() + "x' 2>/dev/null").c_str()), 0);
+  EXPECT_FALSE(fs::exists(dir.string() + "x"));
+  EXPECT_NE(std::system(("'" + cli + "' eval nosuchtask --out '" + dir.string() + "' 2>/dev/null").c_str()), 0);
+  EXPECT_NE(std::system(("'" + cli + "' report /nonexistent/dir 2>/dev/null").c_str()), 0);
+  fs::remove_all(dir);
+}
+
+}  // namespace
