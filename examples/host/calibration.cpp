@@ -142,7 +142,7 @@ const std::vector<probe_needle>& retrieval_needles() {
 const std::vector<probe_needle>& reasoning_needles() {
   static const std::vector<probe_needle> n = {
       {"collectors",
-       "Oren Castellane was born in 1961 and collects antique maps. Priya Lindqvist was born in 1984 "
+       "Oren Castellane is 72 years old and collects antique maps. Priya Lindqvist is 35 years old "
        "and collects vintage cameras.",
        "Who is older, Oren Castellane or Priya Lindqvist, and what does that person collect?",
        "Oren Castellane collects antique maps", "The older person is"},

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <sstream>
 #include <stdexcept>
 
 #include "host/haystack.hpp"
@@ -104,6 +105,139 @@ double perplexity(const std::vector<std::vector<float>>& logprobs, const std::ve
     nll -= static_cast<double>(logprobs[i][static_cast<size_t>(t)]);
   }
   return std::exp(nll / static_cast<double>(targets.size()));
+}
+
+}  // namespace kvhost
+
+namespace kvhost {
+
+namespace {
+bool is_abcd(char c) { return c == 'A' || c == 'B' || c == 'C' || c == 'D'; }
+std::vector<std::string> split_ws(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+std::string sorted_unique(const std::string& s) {
+  std::string o = s;
+  std::sort(o.begin(), o.end());
+  o.erase(std::unique(o.begin(), o.end()), o.end());
+  return o;
+}
+std::string no_spaces_lower(const std::string& s) {
+  std::string o;
+  for (char c : s)
+    if (c != ' ') o += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return o;
+}
+}  // namespace
+
+std::string leval_normalize(const std::string& s) {
+  std::string t;
+  for (char c : s)
+    if (!std::ispunct(static_cast<unsigned char>(c))) t += c;
+  // \b(a|an|the)\b -> " " (case-sensitive, as em.py has it), then collapse whitespace.
+  std::string out;
+  for (const auto& w : split_ws(t)) {
+    if (w == "a" || w == "an" || w == "the") continue;
+    out += (out.empty() ? "" : " ") + w;
+  }
+  return out;
+}
+
+std::string leval_mc_gt(const std::string& gt) {
+  const auto w = split_ws(gt);
+  std::string out;
+  if (!w.empty())
+    for (char c : w[0])
+      if (is_abcd(c)) out += c;
+  return out.empty() ? "A" : out;
+}
+
+std::string leval_mc_output(const std::string& response_in, bool coursera) {
+  std::string response = response_in;
+  if (strip(response).empty()) return "None";
+  if (std::string("ABCD").find(response) != std::string::npos) return response;  // `response in "ABCD"`
+  if (!coursera)
+    for (char c : response)
+      if (is_abcd(c)) return std::string(1, c);
+  std::string cleaned;  // a leading run of option letters
+  size_t i = 0;
+  while (i < response.size() && is_abcd(response[i])) cleaned += response[i++];
+  response = response.substr(i);
+  if (cleaned.size() > 1) return sorted_unique(cleaned);
+  response = response.substr(0, response.find("Question"));
+  // re.findall(r"\s*[A-Z](?=[\s.)])"): capitals followed by whitespace, '.' or ')'
+  std::string options;
+  for (size_t j = 0; j + 1 < response.size(); ++j) {
+    const char c = response[j], n = response[j + 1];
+    if (c >= 'A' && c <= 'Z' && (std::isspace(static_cast<unsigned char>(n)) || n == '.' || n == ')')) options += c;
+  }
+  cleaned += options;
+  std::string letters;
+  for (char c : cleaned)
+    if (is_abcd(c)) letters += c;
+  cleaned = sorted_unique(letters);
+  if (cleaned.empty()) {
+    bool has = false;
+    for (char c : response) {
+      if (is_abcd(c)) {
+        cleaned += c;
+        has = true;
+      } else if (has) {
+        break;
+      }
+    }
+  }
+  return cleaned.empty() ? "A" : cleaned;
+}
+
+double leval_exact_match(const std::string& prediction_in, const std::string& ground_truth) {
+  const std::string ng = leval_normalize(ground_truth);
+  const bool options_only = std::all_of(ng.begin(), ng.end(), is_abcd);
+  if (options_only) {
+    const std::string np = leval_normalize(prediction_in);
+    if (np == ng) return 1.0;
+    const bool subset = std::all_of(np.begin(), np.end(), [&](char c) { return ng.find(c) != std::string::npos; });
+    return subset ? 0.25 : 0.0;  // some of the correct options
+  }
+  std::string prediction = prediction_in;
+  try {
+    size_t a = 0, b = 0;
+    const double p = std::stod(prediction, &a), g = std::stod(ground_truth, &b);
+    if (a == prediction.size() && b == ground_truth.size()) return p == g ? 1.0 : 0.0;
+  } catch (const std::exception&) {
+  }
+  // the first line longer than one character
+  std::istringstream in(prediction);
+  for (std::string line; std::getline(in, line);)
+    if (line.size() > 1) {
+      prediction = line;
+      break;
+    }
+  return no_spaces_lower(prediction).find(no_spaces_lower(ground_truth)) != std::string::npos ? 1.0 : 0.0;
+}
+
+double leval_judge(const std::string& prediction_with_fact, const std::string& gt_with_fact) {
+  auto split_fact = [](const std::string& s) {
+    const std::string l = lower(s);
+    const auto at = l.find("[fact:");
+    if (at == std::string::npos) return std::pair<std::string, std::string>{strip(l), ""};
+    std::string fact = l.substr(at + 6);
+    if (!fact.empty()) fact.pop_back();  // the closing ']'
+    return std::pair<std::string, std::string>{strip(l.substr(0, at)), strip(fact)};
+  };
+  auto first_tf = [](const std::string& s) -> std::string {
+    for (const auto& w : split_ws(s)) {
+      if (w.find("true") != std::string::npos) return "true";
+      if (w.find("false") != std::string::npos) return "false";
+    }
+    return "<error>";
+  };
+  const auto [gl, gf] = split_fact(gt_with_fact);
+  const auto [pl, pf] = split_fact(prediction_with_fact);
+  return 0.5 * (leval_exact_match(first_tf(pl), gl) + leval_exact_match(first_tf(pf), gf));
 }
 
 }  // namespace kvhost

@@ -29,3 +29,17 @@ double kl_divergence(const std::vector<float>& logp, const std::vector<float>& l
 double perplexity(const std::vector<std::vector<float>>& logprobs, const std::vector<int>& targets);
 
 }  // namespace kvhost
+
+namespace kvhost {
+
+// L-Eval's exact-match scoring (Evaluation/auto_eval.py + em.py of OpenLMLab/LEval), per task:
+//   quality / coursera: leval_exact_match(leval_mc_output(pred, coursera), leval_mc_gt(gt));
+//   topic_retrieval_longchat: leval_exact_match(pred, gt);
+//   sci_fi: leval_judge(pred + " [fact: " + fact_pred + "]", gt) (mean of loyalty and fact).
+std::string leval_normalize(const std::string& s);  // drop punctuation, articles a/an/the, extra spaces
+std::string leval_mc_gt(const std::string& gt);     // letters A-D of the first word ("A" if none)
+std::string leval_mc_output(const std::string& response, bool coursera);  // process_output_mc
+double leval_exact_match(const std::string& prediction, const std::string& ground_truth);  // 1, 0.25 or 0
+double leval_judge(const std::string& prediction_with_fact, const std::string& gt_with_fact);
+
+}  // namespace kvhost

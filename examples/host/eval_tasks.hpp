@@ -16,8 +16,10 @@ struct eval_sample {
   std::string id;    // unique within a run, stable across runs with the same options
   std::vector<int32_t> prompt;
   std::vector<std::string> references;
-  std::string metric;  // rouge1_recall | passkey | string_match_all | rouge_l | fidelity
+  std::string metric;  // rouge1_recall | passkey | string_match_all | rouge_l | fidelity |
+                       // leval_mc | leval_coursera | leval_em | leval_judge
   int max_new_tokens = 32;
+  std::vector<int32_t> fact_prompt;   // leval sci_fi: answered once with the full cache
   std::vector<int32_t> continuation;  // fidelity: teacher-forced tokens after the prompt
   nlohmann::json meta = nlohmann::json::object();  // length, depth, ... (copied into each record)
 };
@@ -56,6 +58,37 @@ std::vector<eval_sample> fidelity_samples(const tokenizer& tok, const std::strin
 // naming the line for a malformed one.
 std::vector<eval_sample> jsonl_samples(const tokenizer& tok, const std::string& path, int64_t max_prompt_tokens,
                                        int max_new_tokens, const std::string& task = "jsonl");
+
+// L-Eval exact-match tasks: `path` is one of quality / coursera / sci_fi /
+// topic_retrieval_longchat .jsonl (one document, several questions per line); one sample per
+// question, task "leval_<name>", with L-Eval's baseline prompts in the model's chat template and
+// the document cut in the middle so the prompt fits max_prompt_tokens. sci_fi samples carry
+// `fact_prompt` (the question about the real world, without the document) for L-Eval's fact half.
+std::vector<eval_sample> leval_samples(const tokenizer& tok, const std::string& path, int64_t max_prompt_tokens,
+                                       int max_new_tokens);
+
+// LongBench multi_news: `dir` holds multi_news.jsonl, dataset2prompt.json and dataset2maxlen.json;
+// the prompt is LongBench's template, cut in the middle to max_prompt_tokens, in the chat
+// template; max_new_tokens from dataset2maxlen (unless max_new_override > 0); ROUGE-L.
+std::vector<eval_sample> longbench_samples(const tokenizer& tok, const std::string& dir, int64_t max_prompt_tokens,
+                                           int max_new_override);
+
+// RULER-style synthetic tasks, written from the RULER paper's description (Hsieh et al., 2024):
+//   niah_single_1 (noise haystack, word key, number value), niah_single_2 (essays, number),
+//   niah_single_3 (essays, UUID value), niah_multikey_1 (essays, 3 distractor keys),
+//   niah_multikey_2 (noise, many distractor needles), niah_multikey_3 (UUID keys and values among
+//   distractor needles), niah_multivalue (4 values of one key), niah_multiquery (4 keys asked),
+//   vt (variable tracking: one chain of 4 hops among noise), cwe (the 10 most common words of a
+//   list) and fwe (the 3 most frequent coded words); scored by string_match_all. `samples` per
+//   task and length, seeded; ids "ruler_vt-L2048-S0".
+struct ruler_options {
+  std::vector<std::string> tasks;  // empty: all of the above
+  std::vector<int64_t> lengths{1024, 2048, 4096};
+  int samples = 1;
+  uint64_t seed = 0;
+};
+const std::vector<std::string>& ruler_task_names();
+std::vector<eval_sample> ruler_samples(const tokenizer& tok, const std::string& essays, const ruler_options& o);
 
 // Keeps the first and last max/2 tokens (L-Eval / LongBench / RULER truncation).
 std::vector<int32_t> truncate_middle(const std::vector<int32_t>& t, int64_t max_tokens);

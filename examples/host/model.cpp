@@ -1,5 +1,7 @@
 #include "host/model.hpp"
 
+#include "kvtrim/attention/ragged_decode.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -378,8 +380,14 @@ std::vector<float> model::decode_step(int32_t token, kv_store& cache, const deco
   vec x = tok_embd_.row(token).transpose();
   vec h(c.n_embd), qkv(q_dim + 2 * kv_dim), attn(q_dim), tmp(c.n_embd), gate_up(2 * c.n_ff);
   float *q = qkv.data(), *k = q + q_dim, *v = k + kv_dim;
-  std::vector<const float*> kp(static_cast<size_t>(c.n_kv_head)), vp(kp.size());
-  std::vector<int64_t> lens(kp.size());
+  // Each KV head is its own allocation of [token][head_dim] rows: a ragged view for kvtrim's
+  // decode attention (all G query heads of a KV head from one read of its rows).
+  kvtrim::ragged_kv<float> rag;
+  rag.keys.resize(static_cast<size_t>(c.n_kv_head));
+  rag.values.resize(rag.keys.size());
+  rag.lengths.resize(rag.keys.size());
+  rag.row_stride = hd;
+  rag.head_dim = hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (int l = 0; l < c.n_layer; ++l) {
     const auto& L = layers_[static_cast<size_t>(l)];
@@ -389,11 +397,11 @@ std::vector<float> model::decode_step(int32_t token, kv_store& cache, const deco
     rope(k, c.n_kv_head, pos);
     for (int g = 0; g < c.n_kv_head; ++g) {
       cache.append(l, g, k + g * hd, v + g * hd);
-      kp[static_cast<size_t>(g)] = cache.k(l, g);
-      vp[static_cast<size_t>(g)] = cache.v(l, g);
-      lens[static_cast<size_t>(g)] = cache.length(l, g);
+      rag.keys[static_cast<size_t>(g)] = cache.k(l, g);
+      rag.values[static_cast<size_t>(g)] = cache.v(l, g);
+      rag.lengths[static_cast<size_t>(g)] = cache.length(l, g);
     }
-    detail::attend_ragged(q, kp.data(), vp.data(), lens.data(), c.n_head, c.n_kv_head, hd, scale, attn.data());
+    kvtrim::ragged_decode_attention(q, rag, c.group(), scale, attn.data());
     if (observe) observe(l, q, cache, attn.data());
     matvec(L.wo, attn.data(), tmp.data());
     x += tmp;
@@ -472,40 +480,4 @@ std::string default_model_path() {
   return std::string(home ? home : "") + "/.cache/kvtrim/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
-namespace detail {
-
-void attend_ragged(const float* q, const float* const* k, const float* const* v, const int64_t* len, int n_head,
-                   int n_kv_head, int head_dim, float scale, float* out) {
-  const int G = n_head / n_kv_head;
-  constexpr int64_t chunk = 64;
-#pragma omp parallel for schedule(static)
-  for (int g = 0; g < n_kv_head; ++g) {
-    const_row_map qg(q + static_cast<int64_t>(g) * G * head_dim, G, head_dim);
-    matrix acc = matrix::Zero(G, head_dim), s(chunk, G);
-    Eigen::ArrayXf m = Eigen::ArrayXf::Constant(G, -std::numeric_limits<float>::infinity());
-    Eigen::ArrayXf denom = Eigen::ArrayXf::Zero(G);
-    // Online softmax over chunks of rows: scores of all G heads per chunk, one rescale per chunk.
-    for (int64_t t0 = 0; t0 < len[g]; t0 += chunk) {
-      const int64_t rows = std::min(chunk, len[g] - t0);
-      const_row_map kc(k[g] + t0 * head_dim, rows, head_dim), vc(v[g] + t0 * head_dim, rows, head_dim);
-      auto sc = s.topRows(rows);
-      sc.noalias() = kc * qg.transpose();
-      for (int gi = 0; gi < G; ++gi) {
-        const float m_new = std::max(m(gi), sc.col(gi).maxCoeff());
-        const float correction = std::exp((m(gi) - m_new) * scale);  // exp(-inf) = 0 on the first chunk
-        sc.col(gi) = ((sc.col(gi).array() - m_new) * scale).exp().matrix();
-        denom(gi) = denom(gi) * correction + sc.col(gi).sum();
-        acc.row(gi) *= correction;
-        m(gi) = m_new;
-      }
-      acc.noalias() += sc.transpose() * vc;
-    }
-    for (int gi = 0; gi < G; ++gi) {
-      Eigen::Map<vec> o(out + (static_cast<int64_t>(g) * G + gi) * head_dim, head_dim);
-      if (denom(gi) > 0) o = acc.row(gi).transpose() / denom(gi); else o.setZero();
-    }
-  }
-}
-
-}  // namespace detail
 }  // namespace kvhost

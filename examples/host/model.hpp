@@ -125,14 +125,4 @@ size_t current_rss_bytes();
 // Path of the default model: $KVTRIM_MODEL, else ~/.cache/kvtrim/SmolLM2-135M-Instruct.Q4_1.gguf.
 std::string default_model_path();
 
-namespace detail {
-
-// Decode attention over per-head variable-length caches. q and out are [n_head][head_dim];
-// k[g], v[g] point to len[g] rows [token][head_dim] of KV head g; query head h uses KV head
-// h / (n_head / n_kv_head). Online softmax in float, one pass over each KV head's rows for all
-// of its query heads.
-void attend_ragged(const float* q, const float* const* k, const float* const* v, const int64_t* len, int n_head,
-                   int n_kv_head, int head_dim, float scale, float* out);
-
-}  // namespace detail
 }  // namespace kvhost

@@ -41,6 +41,13 @@ const char* kHelp =
     "      fidelity  teacher-forced continuation of essay passages: top-1 agreement with the full\n"
     "                cache (score), mean KL(full || compressed) and perplexity\n"
     "      jsonl     a file in RULER's format (--data FILE: input, outputs), string match\n"
+    "      leval     L-Eval quality, coursera, sci_fi, topic_retrieval_longchat (--data FILE for one;\n"
+    "                --limit applies per file), exact match as L-Eval scores each\n"
+    "      ruler     RULER-style synthetic tasks (--ruler-tasks niah_single_1,...,vt,cwe,fwe; --lengths;\n"
+    "                --samples N per task and length), string match\n"
+    "      longbench LongBench multi_news with its prompt and generation length, ROUGE-L\n"
+    "  --max-prompt-tokens N  jsonl/leval/longbench: cut prompts in the middle to N (default: the\n"
+    "                         model context minus the generation length)\n"
     "\n"
     "Each sample is prefilled once; every method x budget is built from that prefill's K/V and\n"
     "decoded from its logits (--separate: one full run per configuration instead, to measure the\n"
@@ -70,7 +77,7 @@ std::string hms(double s) {
   const long long t = static_cast<long long>(s + 0.5);
   char buf[32];
   std::snprintf(buf, sizeof buf, "%lldh%02lldm%02llds", t / 3600, t / 60 % 60, t % 60);
-  return t >= 3600 ? buf : buf + 3;  // drop "0h" for short runs
+  return t >= 3600 ? buf : buf + 2;  // drop "0h" for short runs
 }
 
 struct config_spec {
@@ -84,17 +91,18 @@ int cmd_eval(int argc, char** argv) {
   auto valued = method_options();
   for (const char* o : {"method", "budget", "ratio"}) valued.erase(o);
   valued.insert({"methods", "budgets", "ratios", "limit", "data", "data-dir", "out", "model", "profile", "lengths",
-                 "depths", "variants", "passages", "continuation", "max-new-tokens", "seed"});
+                 "depths", "variants", "passages", "continuation", "max-new-tokens", "seed", "max-prompt-tokens", "ruler-tasks", "samples"});
   args a(argc, argv, 2, valued, {"separate", "quiet"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
     std::fputs(method_options_help(), stdout);
     return 0;
   }
-  if (a.positional().size() != 1) throw usage_error("give one TASK (niah, fidelity, jsonl); see --help");
+  if (a.positional().size() != 1) throw usage_error("give one TASK (niah, fidelity, jsonl, leval, longbench, ruler); see --help");
   const std::string task = a.positional()[0];
-  if (task != "niah" && task != "fidelity" && task != "jsonl")
-    throw usage_error("unknown task '" + task + "' (niah, fidelity, jsonl)");
+  if (task != "niah" && task != "fidelity" && task != "jsonl" && task != "leval" && task != "longbench" &&
+      task != "ruler")
+    throw usage_error("unknown task '" + task + "' (niah, fidelity, jsonl, leval, longbench, ruler)");
   const std::string out = a.required("out");
   const long long limit = a.integer("limit", 0);
   if (limit < 0) throw usage_error("--limit must be >= 0 (0: all samples)");
@@ -171,6 +179,26 @@ int cmd_eval(int argc, char** argv) {
     const std::string essays = a.str("data", data_dir + "/pg_essays");
     samples = kvhost::niah_samples(*h.tok, kvhost::load_essays(essays), o);
     task_options = {{"lengths", o.lengths}, {"depths", o.depths}, {"variants", variants}, {"essays", essays}};
+  } else if (task == "ruler") {
+    kvhost::ruler_options o;
+    o.tasks = a.list("ruler-tasks");
+    for (const auto& t : o.tasks) {
+      const auto& names = kvhost::ruler_task_names();
+      if (std::find(names.begin(), names.end(), t) == names.end())
+        throw usage_error("--ruler-tasks: unknown task '" + t + "'");
+    }
+    o.lengths.clear();
+    for (long long L : int_list(a, "lengths", "1024,2048,4096")) {
+      if (L < 256 || L + 128 > ctx)
+        throw usage_error("--lengths: " + std::to_string(L) + " outside [256, " + std::to_string(ctx - 128) + "]");
+      o.lengths.push_back(L);
+    }
+    o.samples = static_cast<int>(a.integer("samples", 1));
+    if (o.samples < 1) throw usage_error("--samples must be >= 1");
+    o.seed = static_cast<uint64_t>(seed);
+    const std::string essays = a.str("data", data_dir + "/pg_essays");
+    samples = kvhost::ruler_samples(*h.tok, kvhost::load_essays(essays), o);
+    task_options = {{"tasks", o.tasks}, {"lengths", o.lengths}, {"samples", o.samples}, {"essays", essays}};
   } else if (task == "fidelity") {
     kvhost::fidelity_options o;
     o.lengths.clear();
@@ -190,14 +218,40 @@ int cmd_eval(int argc, char** argv) {
         throw usage_error("--lengths + --continuation exceed the model context of " + std::to_string(ctx));
     task_options = {{"lengths", o.lengths}, {"passages", o.passages}, {"continuation", o.continuation}, {"essays", essays}};
   } else {
-    const std::string file = a.required("data");
-    const int max_new = static_cast<int>(max_new_opt > 0 ? max_new_opt : 32);
-    samples = kvhost::jsonl_samples(*h.tok, file, ctx - max_new, max_new);
-    task_options = {{"data", file}};
+    const int max_new = static_cast<int>(max_new_opt > 0 ? max_new_opt : (task == "longbench" ? 512 : 32));
+    const long long max_prompt = a.integer("max-prompt-tokens", ctx - max_new);
+    if (max_prompt < 64 || max_prompt + max_new > ctx)
+      throw usage_error("--max-prompt-tokens + generation must fit the context of " + std::to_string(ctx) +
+                        " (and the prompt >= 64)");
+    if (task == "jsonl") {
+      const std::string file = a.required("data");
+      samples = kvhost::jsonl_samples(*h.tok, file, max_prompt, max_new);
+      task_options = {{"data", file}};
+    } else if (task == "leval") {
+      std::vector<std::string> files;
+      if (a.has("data")) {
+        files.push_back(a.str("data"));
+      } else {
+        for (const char* f : {"quality", "coursera", "sci_fi", "topic_retrieval_longchat"})
+          files.push_back(data_dir + "/leval/" + f + ".jsonl");
+      }
+      for (const auto& f : files) {
+        auto part = kvhost::leval_samples(*h.tok, f, max_prompt, max_new);
+        if (limit > 0 && static_cast<long long>(part.size()) > limit) part.resize(static_cast<size_t>(limit));
+        samples.insert(samples.end(), part.begin(), part.end());
+      }
+      task_options = {{"data", files}, {"max_prompt_tokens", max_prompt}};
+    } else {
+      const std::string dir = a.str("data", data_dir + "/longbench");
+      samples = kvhost::longbench_samples(*h.tok, dir, max_prompt, static_cast<int>(max_new_opt));
+      task_options = {{"data", dir}, {"max_prompt_tokens", max_prompt}};
+    }
+    task_options["max_new_tokens"] = max_new;
   }
   if (max_new_opt > 0 && task != "fidelity")
     for (auto& s : samples) s.max_new_tokens = static_cast<int>(max_new_opt);
-  if (limit > 0 && static_cast<long long>(samples.size()) > limit) samples.resize(static_cast<size_t>(limit));
+  if (limit > 0 && task != "leval" && static_cast<long long>(samples.size()) > limit)
+    samples.resize(static_cast<size_t>(limit));
 
   // The output folder: config.json beside the records; a reused folder must hold the same task.
   fs::create_directories(out);
@@ -279,6 +333,12 @@ int cmd_eval(int argc, char** argv) {
       full_lp = kvhost::teacher_forced_logprobs(*h.mdl, cache, s.continuation);
       targets.resize(full_lp.size());
     }
+    // L-Eval sci_fi's fact half: the question without the document, once, full cache.
+    std::string fact;
+    if (!s.fact_prompt.empty()) {
+      fact = kvhost::run_generation(*h.mdl, *h.tok, s.fact_prompt, nullptr, s.max_new_tokens, h.stops).answer;
+    }
+    auto scored = [&](const std::string& answer) { return s.fact_prompt.empty() ? answer : answer + " [fact: " + fact + "]"; };
     for (const config_spec* c : pending) {
       nlohmann::json r = {{"task", s.task}, {"id", s.id}, {"method", c->method}, {"budget", c->budget}};
       for (auto it = s.meta.begin(); it != s.meta.end(); ++it) r[it.key()] = it.value();
@@ -332,7 +392,7 @@ int cmd_eval(int argc, char** argv) {
         r["kv_full_bytes"] = cr.kv_full_bytes;
         r["kv_percent_of_full"] = cr.kv_percent_of_full;
         r["answer"] = answer;
-        r["score"] = 100.0 * kvhost::score_answer(s, answer);
+        r["score"] = 100.0 * kvhost::score_answer(s, scored(answer));
         r["prefill_s"] = cap->prefill_s;
         r["kvtrim_s"] = cr.kvtrim_s;
         r["decode_s"] = cr.decode_s;
@@ -345,7 +405,7 @@ int cmd_eval(int argc, char** argv) {
         r["kv_full_bytes"] = rr.kv_full_bytes;
         r["kv_percent_of_full"] = rr.kv_percent_of_full;
         r["answer"] = rr.answer;
-        r["score"] = 100.0 * kvhost::score_answer(s, rr.answer);
+        r["score"] = 100.0 * kvhost::score_answer(s, scored(rr.answer));
         r["prefill_s"] = rr.prefill_s;
         r["kvtrim_s"] = rr.kvtrim_s;
         r["decode_s"] = rr.decode_s;
@@ -354,6 +414,7 @@ int cmd_eval(int argc, char** argv) {
       r["shared_prefill"] = !separate;
       r["config_s"] = since(t_cfg);  // this configuration's own work (separate: its whole run)
       r["reference"] = s.references.empty() ? "" : s.references[0];
+      if (!s.fact_prompt.empty()) r["fact_answer"] = fact;
       rec << r.dump() << "\n";
       rec.flush();
       ++finished;

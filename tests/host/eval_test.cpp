@@ -78,6 +78,31 @@ TEST(EvalMetrics, KlAndPerplexityByHand) {
   EXPECT_THROW(perplexity({p}, {0, 1}), std::invalid_argument);
 }
 
+TEST(EvalMetrics, LevalAsLevalScoresIt) {
+  EXPECT_EQ(leval_normalize("The cat, a dog!"), "The cat dog");  // em.py's article removal is case-sensitive
+  EXPECT_EQ(leval_mc_gt("(B) Their subconscious knew"), "B");
+  EXPECT_EQ(leval_mc_gt("AC"), "AC");
+  EXPECT_EQ(leval_mc_gt("none"), "A");
+  // quality: the first capital A-D anywhere (so "Based ..." reads as B, as in L-Eval)
+  EXPECT_EQ(leval_mc_output(" The answer is C", false), "C");
+  EXPECT_EQ(leval_mc_output("Based on it, C", false), "B");
+  EXPECT_EQ(leval_mc_output("  ", false), "None");
+  // coursera: several options
+  EXPECT_EQ(leval_mc_output("CA", true), "AC");
+  EXPECT_EQ(leval_mc_output("A", true), "A");
+  EXPECT_EQ(leval_mc_output(" B. and D. Question 2: A.", true), "BD");
+  EXPECT_EQ(leval_mc_output("none of them", true), "A");  // L-Eval's fallback guess
+  EXPECT_EQ(leval_exact_match("B", "B"), 1.0);
+  EXPECT_EQ(leval_exact_match("AC", "ACD"), 0.25);  // some of the correct options
+  EXPECT_EQ(leval_exact_match("AB", "ACD"), 0.0);
+  EXPECT_EQ(leval_exact_match("The Role of art in society\nmore", "The role of art in society"), 1.0);
+  EXPECT_EQ(leval_exact_match("x\nart", "The role of art"), 0.0);
+  EXPECT_EQ(leval_exact_match("3.0", "3"), 1.0);
+  EXPECT_EQ(leval_judge("True [fact: False]", "True [fact: False]"), 1.0);
+  EXPECT_EQ(leval_judge("False. [fact: false.]", "True [fact: False]"), 0.5);
+  EXPECT_EQ(leval_judge("no idea [fact: ]", "True [fact: False]"), 0.0);
+}
+
 TEST(EvalTasks, TruncateMiddleKeepsBothEnds) {
   std::vector<int32_t> t{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   EXPECT_EQ(truncate_middle(t, 4), (std::vector<int32_t>{1, 2, 9, 10}));
@@ -228,6 +253,62 @@ TEST_F(EvalModel, RulerJsonlReader) {
   std::ofstream(bad) << "not json\n";
   EXPECT_THROW(jsonl_samples(*tok_, bad, 100, 8), std::runtime_error);
   EXPECT_THROW(jsonl_samples(*tok_, bad + ".missing", 100, 8), std::runtime_error);
+}
+
+TEST_F(EvalModel, LevalAndLongbenchPromptsFitAndCarryReferences) {
+  const auto q = leval_samples(*tok_, k_data + "/leval/quality.jsonl", 1024, 16);
+  EXPECT_EQ(q.size(), 202u);  // every question of the 15 documents
+  for (const auto& s : q) {
+    EXPECT_LE(s.prompt.size(), 1024u) << s.id;
+    EXPECT_GE(s.prompt.size(), 900u) << s.id;  // the documents are longer than 1k tokens
+    EXPECT_EQ(s.metric, "leval_mc");
+  }
+  EXPECT_EQ(q[0].id, "leval_quality-d0-q0");
+  EXPECT_EQ(leval_mc_gt(q[0].references[0]), "B");
+  const auto sf = leval_samples(*tok_, k_data + "/leval/sci_fi.jsonl", 1024, 16);
+  ASSERT_FALSE(sf.empty());
+  EXPECT_FALSE(sf[0].fact_prompt.empty());
+  EXPECT_EQ(sf[0].metric, "leval_judge");
+  const std::string fact = tok_->decode(std::vector<int>(sf[0].fact_prompt.begin(), sf[0].fact_prompt.end()));
+  EXPECT_NE(fact.find("real-world knowledge"), std::string::npos);
+  EXPECT_THROW(leval_samples(*tok_, k_data + "/leval/news_summ.jsonl", 1024, 16), std::invalid_argument);
+  const auto lb = longbench_samples(*tok_, k_data + "/longbench", 1500, 0);
+  EXPECT_EQ(lb.size(), 200u);
+  EXPECT_EQ(lb[0].max_new_tokens, 512);  // dataset2maxlen.json
+  EXPECT_LE(lb[0].prompt.size(), 1500u);
+  const std::string text = tok_->decode(std::vector<int>(lb[0].prompt.begin(), lb[0].prompt.end()));
+  EXPECT_NE(text.find("You are given several news passages."), std::string::npos);
+  EXPECT_NE(text.find("Summary:"), std::string::npos);
+}
+
+TEST_F(EvalModel, RulerTasksAreSeededAndHoldTheirAnswers) {
+  ruler_options o;
+  o.lengths = {600};
+  o.seed = 5;
+  const auto a = ruler_samples(*tok_, essays_, o), b = ruler_samples(*tok_, essays_, o);
+  ASSERT_EQ(a.size(), ruler_task_names().size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].prompt, b[i].prompt) << a[i].id;
+    EXPECT_EQ(a[i].references, b[i].references) << a[i].id;
+    EXPECT_LE(a[i].prompt.size(), 600u) << a[i].id;
+    EXPECT_GE(a[i].prompt.size(), 450u) << a[i].id;
+    const std::string text = tok_->decode(std::vector<int>(a[i].prompt.begin(), a[i].prompt.end()));
+    for (const auto& ref : a[i].references) EXPECT_NE(text.find(ref), std::string::npos) << a[i].id << " " << ref;
+  }
+  EXPECT_EQ(a[0].id, "ruler_niah_single_1-L600-S0");
+  // multivalue asks for 4 values, multiquery for 4 keys' values, vt for the 5 chained names
+  const auto find = [&](const std::string& t) {
+    return *std::find_if(a.begin(), a.end(), [&](const eval_sample& s) { return s.task == "ruler_" + t; });
+  };
+  EXPECT_EQ(find("niah_multivalue").references.size(), 4u);
+  EXPECT_EQ(find("niah_multiquery").references.size(), 4u);
+  EXPECT_EQ(find("vt").references.size(), 5u);
+  EXPECT_EQ(find("cwe").references.size(), 10u);
+  EXPECT_EQ(find("fwe").references.size(), 3u);
+  o.seed = 6;
+  EXPECT_NE(ruler_samples(*tok_, essays_, o)[0].references, a[0].references);
+  o.tasks = {"nope"};
+  EXPECT_THROW(ruler_samples(*tok_, essays_, o), std::invalid_argument);
 }
 
 // The one-prefill runner gives exactly what a separate compressed prefill gives: the same store,

@@ -317,42 +317,4 @@ TEST(KvStore, ShrinkRejectsBadLengthsAndChangesNothing) {
 
 // ---- decode attention ------------------------------------------------------------------------
 
-TEST(AttendRagged, MatchesNaiveSoftmaxAttention) {
-  const int n_head = 6, n_kv = 2, hd = 8, G = n_head / n_kv;
-  const std::vector<int64_t> len{150, 1};  // several online-softmax chunks, and a single row
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.f, 2.f);
-  std::vector<float> q(n_head * hd);
-  for (auto& x : q) x = nd(rng);
-  std::vector<std::vector<float>> k(n_kv), v(n_kv);
-  for (int g = 0; g < n_kv; ++g) {
-    k[g].resize(static_cast<size_t>(len[g] * hd));
-    v[g].resize(k[g].size());
-    for (auto& x : k[g]) x = nd(rng);
-    for (auto& x : v[g]) x = nd(rng);
-  }
-  const float* kp[] = {k[0].data(), k[1].data()};
-  const float* vp[] = {v[0].data(), v[1].data()};
-  const float scale = 0.3f;
-  std::vector<float> out(n_head * hd);
-  kvhost::detail::attend_ragged(q.data(), kp, vp, len.data(), n_head, n_kv, hd, scale, out.data());
-  for (int h = 0; h < n_head; ++h) {
-    const int g = h / G;
-    std::vector<double> s(static_cast<size_t>(len[g]));
-    for (int64_t t = 0; t < len[g]; ++t) {
-      double dot = 0;
-      for (int i = 0; i < hd; ++i) dot += double{q[h * hd + i]} * k[g][t * hd + i];
-      s[t] = dot * scale;
-    }
-    const double mx = *std::max_element(s.begin(), s.end());
-    double z = 0;
-    for (auto& x : s) z += (x = std::exp(x - mx));
-    for (int i = 0; i < hd; ++i) {
-      double o = 0;
-      for (int64_t t = 0; t < len[g]; ++t) o += s[t] / z * v[g][t * hd + i];
-      EXPECT_NEAR(out[h * hd + i], o, 1e-4) << "head " << h << " dim " << i;
-    }
-  }
-}
-
 }  // namespace

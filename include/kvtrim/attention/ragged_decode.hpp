@@ -363,17 +363,20 @@ void ragged_decode_attention(const float* q, const ragged_kv<T>& kv, int group, 
       float* ai = acc.data() + it * G * d;
       float* mi = ms.data() + it * G;
       float* li = ls.data() + it * G;
-      const index_t rs = kv.row_stride;
+      auto pass = [&](auto gt) {  // gt: the group size as a compile-time constant (0: any)
+        detail::ragged_chunk_pass<decltype(gt)::value>(qh, kh, vh, kv.row_stride, d, begin, end,
+                                                        group, scale, ai, mi, li, scratch);
+      };
       switch (group) {  // common GQA group sizes get the register-blocked kernels
-        case 1: detail::ragged_chunk_pass<1>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch); break;
-        case 2: detail::ragged_chunk_pass<2>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch); break;
-        case 3: detail::ragged_chunk_pass<3>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch); break;
-        case 4: detail::ragged_chunk_pass<4>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch); break;
-        case 5: detail::ragged_chunk_pass<5>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch); break;
-        case 6: detail::ragged_chunk_pass<6>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch); break;
-        case 7: detail::ragged_chunk_pass<7>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch); break;
-        case 8: detail::ragged_chunk_pass<8>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch); break;
-        default: detail::ragged_chunk_pass<0>(qh, kh, vh, rs, d, begin, end, group, scale, ai, mi, li, scratch);
+        case 1: pass(std::integral_constant<int, 1>{}); break;
+        case 2: pass(std::integral_constant<int, 2>{}); break;
+        case 3: pass(std::integral_constant<int, 3>{}); break;
+        case 4: pass(std::integral_constant<int, 4>{}); break;
+        case 5: pass(std::integral_constant<int, 5>{}); break;
+        case 6: pass(std::integral_constant<int, 6>{}); break;
+        case 7: pass(std::integral_constant<int, 7>{}); break;
+        case 8: pass(std::integral_constant<int, 8>{}); break;
+        default: pass(std::integral_constant<int, 0>{});
       }
     }
     // Merge the chunks of each (KV head, query head) in chunk order (implicit barrier above).

@@ -1,0 +1,284 @@
+// kvtrim calibrate on the reference host at a tiny scale: the decode observer's contract, the
+// accumulators fed by the real model, an end-to-end profile that CompressKV accepts, resume
+// giving the same profile, and profiles of other models rejected. The accumulators' own
+// arithmetic (planted heads on constructed attention) is tested in tests/unit/calibrate_test.cpp.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "host/calibration.hpp"
+#include "host/compression.hpp"
+#include "host/gguf.hpp"
+#include "host/model.hpp"
+#include "host/runner.hpp"
+#include "host/tokenizer.hpp"
+#include "kvtrim/compose/method.hpp"
+#include "kvtrim/profile/profile.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+class CalibrateTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const auto path = kvhost::default_model_path();
+    if (!fs::exists(path)) {
+      missing_ = "model not found at " + path + ": run scripts/fetch_model.sh (or set KVTRIM_MODEL)";
+      return;
+    }
+    if (!fs::exists(kvhost::default_calibration_data_dir() + "/leval/gov_report_summ.jsonl")) {
+      missing_ = "calibration data not found under " + kvhost::default_calibration_data_dir();
+      return;
+    }
+    const kvhost::gguf_file f(path);
+    model_ = std::make_unique<kvhost::model>(f);
+    tok_ = std::make_unique<kvhost::tokenizer>(kvhost::tokenizer::from_gguf(f));
+    stops_ = kvhost::default_stop_tokens(f);
+    id_.name = "SmolLM2-135M-Instruct";
+    id_.path = path;
+    id_.sha256 = kvhost::sha256_file(path);
+    root_ = fs::temp_directory_path() / ("kvtrim_calibrate_test_" + std::to_string(::getpid()));
+    fs::create_directories(root_);
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    if (!root_.empty()) fs::remove_all(root_, ec);
+  }
+  void SetUp() override { ASSERT_TRUE(model_) << missing_; }
+
+  // The CI scale: one needle of each kind, lengths 256 and 512, two depths, one short prompt
+  // per dataset for the layer errors.
+  static kvhost::calibration_options tiny(const std::string& resume) {
+    kvhost::calibration_options o;
+    o.lengths = {256, 512};
+    o.depths = 2;
+    o.needles = {"lemon-cake"};
+    o.reasoning_needle_names = {"bridges"};
+    o.max_new_tokens = 12;
+    o.layer_prompts = 1;
+    o.layer_prompt_tokens = 256;
+    o.layer_max_new_tokens = 6;
+    o.resume_dir = resume.empty() ? "" : (root_ / resume).string();
+    o.progress = false;
+    return o;
+  }
+  static kvtrim::model_shape shape() { return kvhost::kvtrim_shape(model_->config()); }
+
+  // The uninterrupted tiny run, shared by the tests that need a profile.
+  static const kvhost::calibration_result& full_run() {
+    static const kvhost::calibration_result r = kvhost::calibrate(*model_, *tok_, stops_, id_, tiny("full"));
+    return r;
+  }
+
+  inline static std::unique_ptr<kvhost::model> model_;
+  inline static std::unique_ptr<kvhost::tokenizer> tok_;
+  inline static std::vector<int32_t> stops_;
+  inline static kvhost::model_identity id_;
+  inline static fs::path root_;
+  inline static std::string missing_;
+};
+
+// The observer sees each layer once per step, with the step's query and the cache including the
+// new token: softmax(q·Kᵀ/√d)·V recomputed from them equals the model's own attention output,
+// and observing changes nothing in the logits.
+TEST_F(CalibrateTest, DecodeObserverSeesQueryCacheAndOutput) {
+  const auto& c = model_->config();
+  const std::vector<int> ids = tok_->encode("The quick brown fox jumps over the lazy dog. It was a sunny", false);
+  const std::vector<int32_t> prompt(ids.begin(), ids.end());
+  kvhost::kv_store plain, watched;
+  model_->prefill(prompt, plain);
+  model_->prefill(prompt, watched);
+  const std::vector<float> want = model_->decode_step(42, plain);
+  std::vector<int> calls(static_cast<size_t>(c.n_layer), 0);
+  double worst = 0;
+  const int hd = c.head_dim, G = c.group();
+  const auto n = static_cast<int64_t>(prompt.size());
+  const std::vector<float> got =
+      model_->decode_step(42, watched, [&](int layer, const float* q, const kvhost::kv_store& cache, const float* out) {
+        ++calls[static_cast<size_t>(layer)];
+        for (int g = 0; g < c.n_kv_head; ++g) EXPECT_EQ(cache.length(layer, g), n + 1);
+        for (int h = 0; h < c.n_head; ++h) {
+          const float* K = cache.k(layer, h / G);
+          const float* V = cache.v(layer, h / G);
+          std::vector<double> s(static_cast<size_t>(n + 1));
+          double mx = -1e300, sum = 0;
+          for (int64_t t = 0; t <= n; ++t) {
+            double d = 0;
+            for (int i = 0; i < hd; ++i) d += double(q[h * hd + i]) * K[t * hd + i];
+            s[size_t(t)] = d / std::sqrt(double(hd));
+            mx = std::max(mx, s[size_t(t)]);
+          }
+          for (auto& x : s) sum += (x = std::exp(x - mx));
+          for (int i = 0; i < hd; ++i) {
+            double o = 0;
+            for (int64_t t = 0; t <= n; ++t) o += s[size_t(t)] / sum * V[t * hd + i];
+            worst = std::max(worst, std::fabs(o - out[h * hd + i]));
+          }
+        }
+      });
+  for (int l = 0; l < c.n_layer; ++l) EXPECT_EQ(calls[size_t(l)], 1) << "layer " << l;
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(got, want);
+}
+
+// The semantic score adds a head's span mass only at steps whose token is in the span (k times
+// for a token the span holds k times); the span mass adds it at every step. So per head
+// semantic ≤ k_max · span_mass, and with answers copied from the needle some head scores > 0.
+TEST_F(CalibrateTest, AccumulatorsFedByTheHost) {
+  const auto& r = full_run();
+  ASSERT_TRUE(r.complete);
+  ASSERT_EQ(r.stages.size(), 3u);
+  EXPECT_EQ(r.stages[0].planned, 4);  // 1 needle x 2 lengths x 2 depths
+  EXPECT_GE(r.stages[0].kept, 1);
+  EXPECT_EQ(r.stages[2].planned, 4);  // one prompt per dataset
+  const auto& p = r.prof;
+  const std::vector<int> fact = tok_->encode(" " + kvhost::retrieval_needles()[0].fact, false);
+  std::map<int, int> occ;
+  int k_max = 0;
+  for (int t : fact) k_max = std::max(k_max, ++occ[t]);
+  double best = 0;
+  for (int l = 0; l < p.layers; ++l)
+    for (int h = 0; h < p.q_heads; ++h) {
+      const double s = p.semantic_retrieval[size_t(l)][size_t(h)];
+      EXPECT_LE(s, k_max * r.span_mass[size_t(l)][size_t(h)] * (1 + 1e-9) + 1e-12) << l << "/" << h;
+      EXPECT_LE(r.span_mass[size_t(l)][size_t(h)], 12.0) << "mass <= 1 per decode step";
+      best = std::max(best, s);
+    }
+  EXPECT_GT(best, 0.0);
+  // Heads differ: a calibration that gave every head the same score would select nothing.
+  int layers_with_spread = 0;
+  for (const auto& row : p.semantic_retrieval)
+    layers_with_spread += *std::max_element(row.begin(), row.end()) > *std::min_element(row.begin(), row.end());
+  EXPECT_GT(layers_with_spread, p.layers / 2);
+  double sum = 0;
+  for (double w : p.layer_error) {
+    EXPECT_TRUE(std::isfinite(w) && w >= 0);
+    sum += w;
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-9);
+}
+
+TEST_F(CalibrateTest, TinyProfileIsValidAndDrivesCompressKV) {
+  const auto& r = full_run();
+  ASSERT_TRUE(r.complete);
+  const kvtrim::profile& p = r.prof;
+  EXPECT_NO_THROW(p.validate());
+  EXPECT_TRUE(p.has_semantic_retrieval() && p.has_retrieval_reasoning() && p.has_layer_error());
+  EXPECT_EQ(p.model_sha256, id_.sha256);
+  for (const char* k : {"tool", "date", "model_file", "data", "semantic_retrieval", "retrieval_reasoning",
+                        "layer_error", "semantic_retrieval_needles"})
+    EXPECT_TRUE(p.provenance.count(k)) << k;
+  EXPECT_NE(p.provenance.at("data").find("financial_qa.jsonl"), std::string::npos);
+  // Round trip through the file, then CompressKV on a real prompt.
+  const std::string path = (root_ / "tiny.json").string();
+  kvtrim::save_profile(p, path);
+  const kvtrim::profile q = kvtrim::load_profile(path);
+  EXPECT_EQ(kvtrim::to_json(q), kvtrim::to_json(p));
+  kvtrim::method_config cfg;
+  cfg.name = "compresskv";
+  cfg.target = kvtrim::budget::tokens(32);
+  cfg.prof = &q;
+  const kvtrim::method m = kvtrim::make_method(cfg, shape());
+  const std::vector<int> ids = tok_->encode(
+      tok_->apply_chat_template({{"user", std::string(300, 'a') + " What letter was repeated?"}}, true), true);
+  const kvhost::run_report rep = kvhost::run_generation(*model_, *tok_, std::vector<int32_t>(ids.begin(), ids.end()),
+                                                        &m, 4, stops_);
+  EXPECT_LT(rep.kv_bytes, rep.kv_full_bytes);
+}
+
+// Stopped after 3 trials, then rerun on the same resume directory: the same scores and
+// provenance as the uninterrupted run (up to the run date), and a third run reuses every trial
+// and reproduces the profile exactly. (Stages heads + layers: reasoning runs the same code path
+// as heads and would only add CI time.)
+TEST_F(CalibrateTest, InterruptedRunResumesToTheSameProfile) {
+  const auto& full = full_run();
+  ASSERT_TRUE(full.complete);
+  auto o = tiny("resumed");
+  o.stages = {"heads", "layers"};
+  o.max_trials = 3;
+  const auto part = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  EXPECT_FALSE(part.complete);
+  EXPECT_EQ(part.stages.at(0).run, 3);
+  o.max_trials = -1;
+  const auto rest = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_TRUE(rest.complete);
+  EXPECT_EQ(rest.stages.at(0).reused, 3);
+  EXPECT_EQ(rest.stages.at(0).run, 1);
+  EXPECT_EQ(rest.prof.semantic_retrieval, full.prof.semantic_retrieval);
+  EXPECT_EQ(rest.prof.layer_error, full.prof.layer_error);
+  EXPECT_EQ(rest.span_mass, full.span_mass);
+  EXPECT_EQ(rest.copy_score, full.copy_score);
+  for (const auto& [k, v] : rest.prof.provenance)
+    if (k != "date") EXPECT_EQ(v, full.prof.provenance.at(k)) << k;
+  const auto again = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_TRUE(again.complete);
+  for (const auto& s : again.stages) EXPECT_EQ(s.run, 0) << s.stage;
+  EXPECT_EQ(kvtrim::json::dump(kvtrim::to_json(again.prof)), kvtrim::json::dump(kvtrim::to_json(rest.prof)));
+}
+
+TEST_F(CalibrateTest, ProfileOfAnotherModelIsRejected) {
+  const auto& r = full_run();
+  ASSERT_TRUE(r.complete);
+  kvtrim::profile other = r.prof;  // a 24-layer model's profile
+  other.model = "another-model";
+  other.layers = 24;
+  other.semantic_retrieval.resize(24);
+  other.retrieval_reasoning.resize(24);
+  other.layer_error.resize(24);
+  ASSERT_NO_THROW(other.validate());
+  EXPECT_THROW(other.check_matches(shape()), kvtrim::error);
+  kvtrim::method_config cfg;
+  cfg.name = "compresskv";
+  cfg.prof = &other;
+  EXPECT_THROW(kvtrim::make_method(cfg, shape()), kvtrim::error);
+  // Nor does calibration build on it.
+  auto o = tiny("");
+  o.stages = {"layers"};
+  o.base = other;
+  EXPECT_THROW(kvhost::calibrate(*model_, *tok_, stops_, id_, o), kvtrim::error);
+  // A resume directory of another model file is refused.
+  kvhost::model_identity wrong = id_;
+  wrong.sha256 = std::string(64, '0');
+  EXPECT_THROW(kvhost::calibrate(*model_, *tok_, stops_, wrong, tiny("full")), std::runtime_error);
+}
+
+TEST_F(CalibrateTest, BadOptionsAreRejectedBeforeAnyTrial) {
+  auto bad = [&](auto edit) {
+    auto o = tiny("bad");
+    edit(o);
+    EXPECT_THROW(kvhost::calibrate(*model_, *tok_, stops_, id_, o), std::exception);
+  };
+  bad([](auto& o) { o.stages = {"weights"}; });
+  bad([](auto& o) { o.needles = {"no-such-needle"}; });
+  bad([](auto& o) { o.lengths = {256, 100000}; });
+  bad([](auto& o) { o.depths = 0; });
+  bad([](auto& o) { o.stages = {"layers"}; });  // no heads and no --profile
+  bad([](auto& o) { o.data_dir = "/nonexistent"; });
+  EXPECT_FALSE(fs::exists(root_ / "bad" / "heads.jsonl"));
+}
+
+TEST(CalibrationHelpers, Sha256AndF1) {
+  const fs::path f = fs::temp_directory_path() / ("kvtrim_sha_" + std::to_string(::getpid()));
+  {
+    std::ofstream(f, std::ios::binary) << "abc";
+  }
+  EXPECT_EQ(kvhost::sha256_file(f.string()), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  {
+    std::ofstream(f, std::ios::binary) << std::string(1000, 'a');  // spans several 64-byte blocks
+  }
+  EXPECT_EQ(kvhost::sha256_file(f.string()), "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3");
+  fs::remove(f);
+  // 3 common words, 4 candidate words, 5 reference words: P = 3/4, R = 3/5.
+  EXPECT_NEAR(kvhost::word_f1("The Osterley bridge, red!", "the osterley bridge is painted"), 2 * 0.75 * 0.6 / 1.35, 1e-12);
+  EXPECT_EQ(kvhost::word_f1("", "x"), 0.0);
+}
+
+}  // namespace
