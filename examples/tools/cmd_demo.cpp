@@ -22,7 +22,8 @@ const char* kHelp =
     "Builds a needle-in-a-haystack prompt of about N tokens (default 7000) from the Paul Graham\n"
     "essays (fetched from PyPI by scripts/fetch_haystack.sh; a generated haystack otherwise),\n"
     "with the needle \"The best thing to do in San Francisco is eat a sandwich and sit in\n"
-    "Dolores Park on a sunny day.\" at depth (S mod 11) x 10%, and answers it twice: with the full\n"
+    "Dolores Park on a sunny day.\" at depth (S mod 11) x 10% (default S = 10: the end, where the\n"
+    "135M default model still finds it at 7k tokens), and answers it twice: with the full\n"
     "cache, and compressed at budget B (default 64 tokens per KV head per layer) by method M\n"
     "(default compresskv when the model has a profile, else snapkv).\n"
     "  --json   one JSON object {\"needle_depth\", \"prompt_tokens\", \"haystack\", \"runs\": [...]};\n"
@@ -41,7 +42,9 @@ int cmd_demo(int argc, char** argv) {
   }
   if (!a.positional().empty()) throw usage_error("unexpected argument '" + a.positional()[0] + "'");
   const bool json = a.flag("json");
-  const long long seed = a.integer("seed", 3);
+  // Default depth 100%: SmolLM2-135M-Instruct finds the needle at ~7k tokens with the full cache
+  // only near the end of the document (docs/RESULTS.md), and the demo must show a working baseline.
+  const long long seed = a.integer("seed", 10);
   if (seed < 0) throw usage_error("--seed must be >= 0");
   const double depth = static_cast<double>(seed % 11) / 10.0;
   const long long context = a.integer("context", 7000);
