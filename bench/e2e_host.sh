@@ -13,7 +13,7 @@ BUDGETS="${4:-32 64 128}"
 REPS="${5:-3}"
 THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 export OMP_NUM_THREADS="$THREADS"
-KV=build/bin/kvtrim
+KV="${KVTRIM_BIN:-build/bin/kvtrim}"
 NEW=32
 : >"$OUT"
 run() {  # run LEN METHOD BUDGET REP

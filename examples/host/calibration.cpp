@@ -755,6 +755,7 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
     throw std::invalid_argument(
         "stage 'layers' needs semantic retrieval heads: run stage 'heads' too, or pass --profile with them");
 
+  calibrator cal(m, tok, stop_tokens, opt);  // reads the data first: missing files fail before any write
   // The resume directory: created if needed, bound to one model file.
   std::string date = utc_now();
   if (!opt.resume_dir.empty()) {
@@ -775,7 +776,6 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
     }
   }
 
-  calibrator cal(m, tok, stop_tokens, opt);
   calibration_result res;
   res.complete = true;
   kvtrim::profile p;

@@ -18,8 +18,9 @@ double passkey_match(const std::string& answer, const std::string& passkey);
 // newlines, then strip).
 double string_match_all(const std::string& prediction, const std::vector<std::string>& references);
 
-// LongBench's ROUGE-L (the `rouge` package's rouge-l F with its default tokenisation: lower-case,
-// non-alphanumerics to spaces, whitespace split); 0 when either side has no words.
+// ROUGE-L F1 of the longest common subsequence of lower-cased alphanumeric words (sentence level).
+// An approximation of LongBench's score: LongBench calls the `rouge` package, whose rouge-l is a
+// summary-level union-LCS over '.'-split sentences; the two agree on single-sentence texts only.
 double rouge_l_f(const std::string& prediction, const std::string& reference);
 
 // Teacher-forced fidelity. Rows are log-probabilities over the vocabulary (log-softmax).

@@ -377,7 +377,10 @@ std::string fit_tokens(const tokenizer& tok, int64_t target, size_t hi, F build)
     k = next;
   }
   while (k > 1 && count(k) > target) k = k * 97 / 100;
-  return build(k);
+  const std::string text = build(k);
+  if (static_cast<int64_t>(tok.encode(text, true).size()) > target)
+    throw std::invalid_argument("ruler: " + std::to_string(target) + " tokens are too few for this task's fixed part");
+  return text;
 }
 
 }  // namespace
@@ -415,7 +418,10 @@ std::vector<eval_sample> ruler_samples(const tokenizer& tok, const std::string& 
           const bool uuid_key = task == "niah_multikey_3";
           const int n_keys = task == "niah_multikey_1" ? 4 : (task == "niah_multiquery" ? 4 : 1);
           const int n_vals = task == "niah_multivalue" ? 4 : 1;
-          const int distract = (task == "niah_multikey_2" || task == "niah_multikey_3") ? 40 : 0;
+          // Distractor needles fill a "haystack of needles", scaled to the length (RULER's need the room).
+          const int distract = (task == "niah_multikey_2" || task == "niah_multikey_3")
+                                   ? static_cast<int>(std::clamp<int64_t>(len / 150, 3, 40))
+                                   : 0;
           const std::string kind = uuid_val ? "uuids" : "numbers";
           std::vector<std::string> keys, needles;
           std::vector<std::vector<std::string>> vals;
@@ -489,7 +495,8 @@ std::vector<eval_sample> ruler_samples(const tokenizer& tok, const std::string& 
           s.prompt = encode32(tok, fit_tokens(tok, room, 4096, build));
           s.meta = {{"length", len}, {"hops", 4}};
         } else if (task == "cwe") {
-          // 10 common words x 30, the rest x 3, shuffled into a numbered list.
+          // 10 common words x f, the rest x 3 (f = 30 at 4.5k+ tokens, fewer below), shuffled, numbered.
+          const int f_common = static_cast<int>(std::clamp<int64_t>(len / 150, 5, 30)), f_rare = std::min(3, f_common - 2);
           std::vector<std::string> vocab;
           for (const char* a : k_adjectives)
             for (const char* n : k_nouns) vocab.push_back(std::string(a) + n);
@@ -499,9 +506,9 @@ std::vector<eval_sample> ruler_samples(const tokenizer& tok, const std::string& 
           auto build = [&](size_t k) {  // k: uncommon words
             std::vector<std::string> words;
             for (size_t i = 0; i < 10; ++i)
-              for (int c = 0; c < 30; ++c) words.push_back(vocab[i]);
+              for (int c = 0; c < f_common; ++c) words.push_back(vocab[i]);
             for (size_t i = 0; i < k && 10 + i < vocab.size(); ++i)
-              for (int c = 0; c < 3; ++c) words.push_back(vocab[10 + i]);
+              for (int c = 0; c < f_rare; ++c) words.push_back(vocab[10 + i]);
             rng sr{shuffle_seed};
             for (size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[sr.below(i)]);
             std::string list;
@@ -516,7 +523,7 @@ std::vector<eval_sample> ruler_samples(const tokenizer& tok, const std::string& 
           s.meta = {{"length", len}};
         } else {  // fwe: coded words with Zipf-like counts; the 3 most frequent are asked
           std::vector<std::string> vocab;
-          for (int i = 0; i < 400; ++i) {
+          for (int i = 0; i < 100; ++i) {
             std::string w;
             for (int c = 0; c < 5; ++c) w += static_cast<char>('a' + r.below(26));
             vocab.push_back(w);
