@@ -8,6 +8,8 @@
 // head-adaptive budget leaves), to show the split-KV work keeps both threads busy.
 #include <benchmark/benchmark.h>
 
+#include "bench_common.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -15,26 +17,13 @@
 
 #include "kvtrim/attention/ragged_decode.hpp"
 
-namespace kvtrim_bench {
-struct floors {
-  double copy_bw, read_bw, gemm;
-};
-const floors& measured_floors();
-void add_fraction(benchmark::State&, const char*, double, double);
-template <class T>
-void fill_random(T* p, std::size_t n, std::uint64_t seed);
-}  // namespace kvtrim_bench
 
 namespace {
 
 using kvtrim::index_t;
 
-struct llama8b {
-  static constexpr index_t q_heads = 32, kv_heads = 8, dim = 128;
-};
-struct smollm2 {
-  static constexpr index_t q_heads = 9, kv_heads = 3, dim = 64;
-};
+using kvtrim_bench::llama8b;
+using kvtrim_bench::smollm2;
 
 template <class M, class T>
 void run_decode(benchmark::State& state, const std::vector<index_t>& lengths) {
@@ -85,7 +74,6 @@ void BM_ragged_decode_skewed(benchmark::State& state) {
   run_decode<M, T>(state, lengths);
 }
 
-#define KVTRIM_N_RANGE RangeMultiplier(2)->Range(4096, 131072)->UseRealTime()->Unit(benchmark::kMillisecond)
 
 BENCHMARK_TEMPLATE(BM_ragged_decode, llama8b, float)->KVTRIM_N_RANGE;
 BENCHMARK_TEMPLATE(BM_ragged_decode, llama8b, kvtrim::half)->KVTRIM_N_RANGE;

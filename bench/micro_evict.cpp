@@ -7,6 +7,8 @@
 // Repeated iterations move the same rows (the data is shuffled, the traffic is identical).
 #include <benchmark/benchmark.h>
 
+#include "bench_common.hpp"
+
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -16,27 +18,14 @@
 #include "kvtrim/evict/compact_in_place.hpp"
 #include "kvtrim/evict/top_k.hpp"
 
-namespace kvtrim_bench {
-struct floors {
-  double copy_bw, read_bw, gemm;
-};
-const floors& measured_floors();
-void add_fraction(benchmark::State&, const char*, double, double);
-template <class T>
-void fill_random(T* p, std::size_t n, std::uint64_t seed);
-}  // namespace kvtrim_bench
 
 namespace {
 
 using kvtrim::index_t;
 
-struct llama8b {
-  static constexpr index_t q_heads = 32, kv_heads = 8, dim = 128;
-};
-struct smollm2 {
-  static constexpr index_t q_heads = 9, kv_heads = 3, dim = 64;
-};
-constexpr index_t window = 8;
+using kvtrim_bench::llama8b;
+using kvtrim_bench::smollm2;
+using kvtrim_bench::window;
 
 kvtrim::token_scores random_scores(index_t heads, index_t n) {
   kvtrim::token_scores s = kvtrim::token_scores::make(false, heads, 0, n, window);
@@ -87,7 +76,6 @@ void BM_compact(benchmark::State& state) {
   state.counters["rows_moved"] = static_cast<double>(moved);
 }
 
-#define KVTRIM_N_RANGE RangeMultiplier(2)->Range(4096, 131072)->UseRealTime()->Unit(benchmark::kMillisecond)
 
 BENCHMARK_TEMPLATE(BM_select_top, llama8b)->KVTRIM_N_RANGE;
 BENCHMARK_TEMPLATE(BM_select_top, smollm2)->KVTRIM_N_RANGE;

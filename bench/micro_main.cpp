@@ -14,6 +14,8 @@
 // table shows them beside the rest.
 #include <benchmark/benchmark.h>
 
+#include "bench_common.hpp"
+
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
@@ -30,12 +32,6 @@
 #include "kvtrim/core/element.hpp"
 
 namespace kvtrim_bench {
-
-struct floors {
-  double copy_bw = 0;  // bytes/s, read + written
-  double read_bw = 0;  // bytes/s
-  double gemm = 0;     // flop/s
-};
 
 int threads() {
 #if defined(_OPENMP)

@@ -10,6 +10,8 @@
 // compression budget (issue 3: < 5% of this) is 0.05 x layer_ms.
 #include <benchmark/benchmark.h>
 
+#include "bench_common.hpp"
+
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
@@ -27,27 +29,14 @@
 #include "kvtrim/select/retrieval_heads.hpp"
 #include "kvtrim/select/all_heads.hpp"
 
-namespace kvtrim_bench {
-struct floors {
-  double copy_bw, read_bw, gemm;
-};
-const floors& measured_floors();
-void add_fraction(benchmark::State&, const char*, double, double);
-template <class T>
-void fill_random(T* p, std::size_t n, std::uint64_t seed);
-}  // namespace kvtrim_bench
 
 namespace {
 
 using kvtrim::index_t;
 
-struct llama8b {
-  static constexpr index_t q_heads = 32, kv_heads = 8, dim = 128;
-};
-struct smollm2 {
-  static constexpr index_t q_heads = 9, kv_heads = 3, dim = 64;
-};
-constexpr index_t window = 8;
+using kvtrim_bench::llama8b;
+using kvtrim_bench::smollm2;
+using kvtrim_bench::window;
 
 template <class M>
 void BM_score_window_attention(benchmark::State& state) {
@@ -158,7 +147,6 @@ void BM_prefill_attention(benchmark::State& state) {
       1e3 * seconds * double(M::q_heads) / double(hq), benchmark::Counter::kAvgIterations);
 }
 
-#define KVTRIM_N_RANGE RangeMultiplier(2)->Range(4096, 131072)->UseRealTime()->Unit(benchmark::kMillisecond)
 
 BENCHMARK_TEMPLATE(BM_score_window_attention, llama8b)->KVTRIM_N_RANGE;
 BENCHMARK_TEMPLATE(BM_score_window_attention, smollm2)->KVTRIM_N_RANGE;

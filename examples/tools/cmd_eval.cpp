@@ -282,8 +282,15 @@ int cmd_eval(int argc, char** argv) {
   std::set<std::string> done;
   for (const auto& r : kvhost::read_records(records_path))
     done.insert(r.value("id", "") + "|" + r.value("method", "") + "|" + r.value("budget", ""));
+  bool partial_line = false;  // an interrupted append: start the next record on its own line
+  if (fs::exists(records_path) && fs::file_size(records_path) > 0) {
+    std::ifstream in(records_path, std::ios::binary);
+    in.seekg(-1, std::ios::end);
+    partial_line = in.get() != '\n';
+  }
   std::ofstream rec(records_path, std::ios::app);
   if (!rec) throw std::runtime_error("cannot append to " + records_path);
+  if (partial_line) rec << "\n";
 
   const auto t_start = std::chrono::steady_clock::now();
   auto since = [](std::chrono::steady_clock::time_point t) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "default_model.hpp"
 #include "host/compression.hpp"
 #include "host/gguf.hpp"
 #include "host/haystack.hpp"
@@ -26,16 +27,14 @@ const std::string kEssays = std::string(KVTRIM_SOURCE_DIR) + "/../shared/data/pg
 class Compression : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const std::string path = kvhost::default_model_path();
-    if (!std::ifstream(path)) return;
-    const kvhost::gguf_file f(path);
-    model_ = std::make_unique<kvhost::model>(f);
-    tok_ = std::make_unique<kvhost::tokenizer>(kvhost::tokenizer::from_gguf(f));
-    stops_ = kvhost::default_stop_tokens(f);
+    const auto& d = kvtest::load_default_model();
+    model_ = d.mdl.get();
+    tok_ = d.tok.get();
+    stops_ = d.stops;
     if (std::ifstream(kProfile)) prof_ = std::make_unique<kvtrim::profile>(kvtrim::load_profile(kProfile));
   }
   void SetUp() override {
-    ASSERT_TRUE(model_) << "model missing: run scripts/fetch_model.sh (or set KVTRIM_MODEL)";
+    ASSERT_TRUE(model_) << kvtest::kMissingModel;
     ASSERT_TRUE(prof_) << "missing " << kProfile;
   }
   static kvtrim::method make(const std::string& name, kvtrim::index_t budget) {
@@ -46,8 +45,8 @@ class Compression : public ::testing::Test {
     return kvtrim::make_method(cfg, kvhost::kvtrim_shape(model_->config()));
   }
   static const kvhost::model_config& c() { return model_->config(); }
-  inline static std::unique_ptr<kvhost::model> model_;
-  inline static std::unique_ptr<kvhost::tokenizer> tok_;
+  inline static const kvhost::model* model_ = nullptr;
+  inline static const kvhost::tokenizer* tok_ = nullptr;
   inline static std::unique_ptr<kvtrim::profile> prof_;
   inline static std::vector<int32_t> stops_;
 };

@@ -417,6 +417,20 @@ TEST_F(EvalModel, CliNiahLimit2EndToEnd) {
   EXPECT_EQ(read_records((dir / "samples.jsonl").string()).size(), 6u);
   std::ifstream cf(dir / "config.json");
   EXPECT_EQ(nlohmann::json::parse(cf)["configs_run_last_invocation"].get<int>(), 0);
+  // An interrupted append (half a last line) is redone, and the next record starts on a new line.
+  {
+    std::ifstream in(dir / "samples.jsonl");
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    in.close();
+    std::ofstream o(dir / "samples.jsonl", std::ios::trunc);
+    for (size_t i = 0; i + 1 < lines.size(); ++i) o << lines[i] << "\n";
+    o << lines.back().substr(0, lines.back().size() / 2);
+  }
+  ASSERT_EQ(std::system((base + " > /dev/null").c_str()), 0);
+  EXPECT_EQ(read_records((dir / "samples.jsonl").string()).size(), 6u);
+  std::ifstream cf2(dir / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(cf2)["configs_run_last_invocation"].get<int>(), 1);
   // report re-renders; bad input -> non-zero exit, nothing written.
   fs::remove(dir / "summary.csv");
   ASSERT_EQ(std::system(("'" + cli + "' report --quiet '" + dir.string() + "' > /dev/null").c_str()), 0);

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "default_model.hpp"
 #include "host/gguf.hpp"
 #include "host/kv_store.hpp"
 #include "host/model.hpp"
@@ -95,15 +96,12 @@ std::vector<float> read_logits(const std::string& file, size_t n) {
 class Golden : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
-    const std::string path = kvhost::default_model_path();
-    if (!std::ifstream(path)) return;
-    const kvhost::gguf_file f(path);
-    model_ = std::make_unique<kvhost::model>(f);
-    tok_ = std::make_unique<kvhost::tokenizer>(kvhost::tokenizer::from_gguf(f));
+    model_ = kvtest::load_default_model().mdl.get();
+    tok_ = kvtest::load_default_model().tok.get();
     golden_ = json::parse(read_file(kGolden + "llamacpp_golden.json"));
   }
   void SetUp() override {
-    ASSERT_TRUE(model_) << "model missing: run scripts/fetch_model.sh (or set KVTRIM_MODEL)";
+    ASSERT_TRUE(model_) << kvtest::kMissingModel;
     ASSERT_TRUE(read_file(kData + "pg_essays/avg.txt").size() > 0) << "missing " << kData << "pg_essays";
   }
   const json& prompt(const std::string& id) const {
@@ -111,8 +109,8 @@ class Golden : public ::testing::TestWithParam<std::string> {
       if (p.at("id") == id) return p;
     throw std::runtime_error("no golden prompt " + id);
   }
-  inline static std::unique_ptr<kvhost::model> model_;
-  inline static std::unique_ptr<kvhost::tokenizer> tok_;
+  inline static const kvhost::model* model_ = nullptr;
+  inline static const kvhost::tokenizer* tok_ = nullptr;
   inline static json golden_;
 };
 
@@ -129,7 +127,9 @@ TEST_P(Golden, TokensLogitsAndContinuationMatchLlamaCpp) {
   const std::vector<int32_t> ids(enc.begin(), enc.end());
   ASSERT_EQ(static_cast<int64_t>(ids.size()), g.at("n_tokens").get<int64_t>());
   EXPECT_EQ(fnv1a64(ids), g.at("tokens_fnv1a64").get<std::string>());
-  if (g.contains("tokens")) EXPECT_EQ(ids, g.at("tokens").get<std::vector<int32_t>>());
+  if (g.contains("tokens")) {
+    EXPECT_EQ(ids, g.at("tokens").get<std::vector<int32_t>>());
+  }
 
   // 2. Last-position logits.
   const auto n_vocab = static_cast<size_t>(model_->config().n_vocab);
