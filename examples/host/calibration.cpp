@@ -748,9 +748,12 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
   const int qdepths = opt.reasoning_depths > 0 ? opt.reasoning_depths : opt.depths;
   if ((has_stage("heads") || has_stage("reasoning")) && (opt.lengths.empty() || qlengths.empty()))
     throw std::invalid_argument("no calibration lengths given");
-  for (int64_t len : opt.lengths)
-    if (len < 64 || len > c.n_ctx)
-      throw std::invalid_argument("calibration length " + std::to_string(len) + " outside [64, " + std::to_string(c.n_ctx) + "]");
+  for (const auto* ls : {&opt.lengths, &qlengths})
+    for (int64_t len : *ls)
+      if (len < 64 || len + opt.max_new_tokens > c.n_ctx)
+        throw std::invalid_argument("calibration length " + std::to_string(len) + " outside [64, " +
+                                    std::to_string(c.n_ctx - opt.max_new_tokens) + "] (the context " +
+                                    std::to_string(c.n_ctx) + " less --max-new-tokens)");
   if (has_stage("layers") && !has_stage("heads") && !(has_base && opt.base.has_semantic_retrieval()))
     throw std::invalid_argument(
         "stage 'layers' needs semantic retrieval heads: run stage 'heads' too, or pass --profile with them");

@@ -39,7 +39,7 @@ std::string default_calibration_data_dir();               // KVTRIM_SOURCE_DIR "
 struct calibration_options {
   std::vector<std::string> stages = {"heads", "reasoning", "layers"};
   // Stage "heads".
-  std::vector<int64_t> lengths = {512, 1024, 2048, 4096, 8192};  // prompt tokens
+  std::vector<int64_t> lengths = {512, 1024, 2048, 4096};  // prompt tokens (+ max_new_tokens <= context)
   int depths = 10;                                               // 0 % ... 100 %, evenly
   std::vector<std::string> needles;                              // names; empty = all
   // Stage "reasoning" (empty lengths / depths 0 = those of stage "heads").

@@ -1,6 +1,8 @@
 // Calibration accumulators on synthetic attention where the right scores are known by hand.
 #include <gtest/gtest.h>
 
+#include "expect_error.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,22 +22,6 @@ namespace json = kvtrim::json;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_ERROR_HAS(stmt, text)                                      \
-  do {                                                                    \
-    const std::string msg_ = error_of([&] { stmt; });                     \
-    EXPECT_NE(msg_, "") << "no kvtrim::error from: " #stmt;               \
-    EXPECT_NE(msg_.find(text), std::string::npos) << "message: " << msg_; \
-  } while (0)
 
 // q_heads rows of n_keys weights, each row given explicitly.
 std::vector<float> rows(std::initializer_list<std::vector<float>> rs) {

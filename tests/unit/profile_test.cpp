@@ -1,6 +1,8 @@
 // JSON reader/writer, profile load/save, import of the published CompressKV / HeadKV artefacts.
 #include <gtest/gtest.h>
 
+#include "expect_error.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -26,22 +28,6 @@ namespace {
 std::string fixture(const std::string& name) { return std::string(KVTRIM_SOURCE_DIR) + "/tests/fixtures/" + name; }
 
 // The error message of `f`, or "" if it did not throw kvtrim::error.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_ERROR_HAS(stmt, text)                                              \
-  do {                                                                            \
-    const std::string msg_ = error_of([&] { stmt; });                             \
-    EXPECT_NE(msg_, "") << "no kvtrim::error from: " #stmt;                       \
-    EXPECT_NE(msg_.find(text), std::string::npos) << "message: " << msg_;         \
-  } while (0)
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
