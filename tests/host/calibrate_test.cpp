@@ -66,9 +66,17 @@ class CalibrateTest : public ::testing::Test {
     o.layer_prompts = 1;
     o.layer_prompt_tokens = 256;
     o.layer_max_new_tokens = 6;
-    o.resume_dir = resume.empty() ? "" : (root_ / resume).string();
+    o.resume_dir = resume.empty() ? "" : resume == "full" ? shared_dir().string() : (root_ / resume).string();
     o.progress = false;
     return o;
+  }
+  // ctest runs every case in its own process: the uninterrupted run's trials are shared between
+  // them through a directory named for this test binary's build time, so it runs once per build.
+  static fs::path shared_dir() {
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    const auto stamp = ec ? 0 : fs::last_write_time(exe, ec).time_since_epoch().count();
+    return fs::temp_directory_path() / ("kvtrim_calibrate_shared_" + std::to_string(stamp));
   }
   static kvtrim::model_shape shape() { return kvhost::kvtrim_shape(model_->config()); }
 
