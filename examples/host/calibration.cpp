@@ -173,26 +173,9 @@ std::string default_calibration_data_dir() {
 #endif
 }
 
-namespace {
-
-std::vector<std::string> words_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::string w;
-  for (char c : s + " ") {
-    if (std::isalnum(static_cast<unsigned char>(c))) {
-      w += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    } else if (!w.empty()) {
-      out.push_back(w);
-      w.clear();
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 double word_f1(const std::string& candidate, const std::string& reference) {
-  const auto c = words_of(candidate), r = words_of(reference);
+  const auto c = words(candidate), r = words(reference);
   if (c.empty() || r.empty()) return 0.0;
   std::map<std::string, int> rc;
   for (const auto& w : r) ++rc[w];

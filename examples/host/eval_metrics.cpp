@@ -38,19 +38,6 @@ std::string strip(const std::string& s) {
   const auto e = s.find_last_not_of(" \t\n\r\f\v");
   return s.substr(b, e - b + 1);
 }
-std::vector<std::string> words(const std::string& s) {
-  std::vector<std::string> out;
-  std::string w;
-  for (char c : s + " ") {
-    if (std::isalnum(static_cast<unsigned char>(c))) {
-      w += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    } else if (!w.empty()) {
-      out.push_back(w);
-      w.clear();
-    }
-  }
-  return out;
-}
 }  // namespace
 
 double string_match_all(const std::string& prediction, const std::vector<std::string>& references) {

