@@ -38,21 +38,36 @@ using kvtrim_bench::llama8b;
 using kvtrim_bench::smollm2;
 using kvtrim_bench::window;
 
+// One layer of random float K/V ([kv_head][n][d]) and window queries, as both benchmarks below
+// feed the scorer.
+template <class M>
+struct random_layer {
+  explicit random_layer(index_t n_)
+      : n(n_), elems(static_cast<std::size_t>(M::kv_heads * n_ * M::dim)), k(new float[elems]),
+        v(new float[elems]), q(static_cast<std::size_t>(M::q_heads * window * M::dim)) {
+    kvtrim_bench::fill_random(k.get(), elems, 1);
+    kvtrim_bench::fill_random(v.get(), elems, 2);
+    kvtrim_bench::fill_random(q.data(), q.size(), 3);
+    kv.keys = kvtrim::view3<float>::head_major(k.get(), M::kv_heads, n, M::dim);
+    kv.values = kvtrim::view3<float>::head_major(v.get(), M::kv_heads, n, M::dim);
+    kv.queries = kvtrim::view3<const float>::head_major(q.data(), M::q_heads, window, M::dim);
+  }
+  index_t n;
+  std::size_t elems;
+  std::unique_ptr<float[]> k, v;
+  std::vector<float> q;
+  kvtrim::layer_kv<float> kv;
+  const kvtrim::model_shape shape{1, static_cast<int>(M::q_heads), static_cast<int>(M::kv_heads),
+                                  static_cast<int>(M::dim), 0};
+};
+
 template <class M>
 void BM_score_window_attention(benchmark::State& state) {
-  const index_t n = state.range(0), H = M::kv_heads, d = M::dim;
-  const auto elems = static_cast<std::size_t>(H * n * d);
-  std::unique_ptr<float[]> k(new float[elems]), v(new float[elems]);
-  std::vector<float> q(static_cast<std::size_t>(M::q_heads * window * d));
-  kvtrim_bench::fill_random(k.get(), elems, 1);
-  kvtrim_bench::fill_random(v.get(), elems, 2);
-  kvtrim_bench::fill_random(q.data(), q.size(), 3);
-  kvtrim::layer_kv<float> kv;
-  kv.keys = kvtrim::view3<float>::head_major(k.get(), H, n, d);
-  kv.values = kvtrim::view3<float>::head_major(v.get(), H, n, d);
-  kv.queries = kvtrim::view3<const float>::head_major(q.data(), M::q_heads, window, d);
-  const kvtrim::model_shape shape{1, static_cast<int>(M::q_heads), static_cast<int>(H),
-                                  static_cast<int>(d), 0};
+  const index_t n = state.range(0), d = M::dim;
+  const random_layer<M> layer(n);
+  const auto& kv = layer.kv;
+  const auto& shape = layer.shape;
+  const std::size_t elems = layer.elems;
   const std::vector<int> heads = kvtrim::all_heads{}.heads(0, shape);
   const kvtrim::window_attention scorer;
   for (auto _ : state) {
@@ -161,19 +176,13 @@ BENCHMARK_TEMPLATE(BM_prefill_attention, smollm2)->Args({32768, 9})->Iterations(
 // under 5% of BM_prefill_attention of the same shapes.
 template <class M, bool Shared>
 void BM_compress_layer(benchmark::State& state) {
-  const index_t n = state.range(0), H = M::kv_heads, d = M::dim;
-  const auto elems = static_cast<std::size_t>(H * n * d);
-  std::unique_ptr<float[]> k(new float[elems]), v(new float[elems]), k0(new float[elems]);
-  std::vector<float> q(static_cast<std::size_t>(M::q_heads * window * d));
-  kvtrim_bench::fill_random(k0.get(), elems, 1);
-  kvtrim_bench::fill_random(v.get(), elems, 2);
-  kvtrim_bench::fill_random(q.data(), q.size(), 3);
-  kvtrim::layer_kv<float> kv;
-  kv.keys = kvtrim::view3<float>::head_major(k.get(), H, n, d);
-  kv.values = kvtrim::view3<float>::head_major(v.get(), H, n, d);
-  kv.queries = kvtrim::view3<const float>::head_major(q.data(), M::q_heads, window, d);
-  const kvtrim::model_shape shape{1, static_cast<int>(M::q_heads), static_cast<int>(H),
-                                  static_cast<int>(d), 0};
+  const index_t n = state.range(0);
+  const random_layer<M> layer(n);
+  const auto& kv = layer.kv;
+  const auto& shape = layer.shape;
+  const std::size_t elems = layer.elems;
+  std::unique_ptr<float[]> k0(new float[elems]);  // K before compaction, restored each iteration
+  std::copy_n(layer.k.get(), elems, k0.get());
   std::vector<double> srh(static_cast<std::size_t>(M::q_heads));
   for (std::size_t h = 0; h < srh.size(); ++h) srh[h] = double((h * 7) % srh.size());
   kvtrim::window_attention shared;
@@ -185,7 +194,7 @@ void BM_compress_layer(benchmark::State& state) {
   const ckv c_ckv(shape, opt, kvtrim::retrieval_heads({srh}, 4), shared);
   for (auto _ : state) {
     state.PauseTiming();
-    std::copy_n(k0.get(), elems, k.get());
+    std::copy_n(k0.get(), elems, layer.k.get());
     state.ResumeTiming();
     if constexpr (Shared) {
       auto p = c_ckv.begin(n);

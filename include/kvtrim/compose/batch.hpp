@@ -42,7 +42,7 @@ struct batch_layer_kv {
 
 // Compresses one layer of every sequence of a batch: plans[s] is sequence s's plan (from
 // begin(lengths[s])). Returns [sequence][kv_head] new lengths. `Compressor` is a
-// kvtrim::compressor or a sequence_compressor-like object whose compress_layer takes (plan, ...).
+// kvtrim::compressor (its compress_layer takes the plan).
 template <class Compressor, class Plan, class T>
 std::vector<std::vector<index_t>> compress_batch(const Compressor& c, std::vector<Plan>& plans,
                                                  int layer, const batch_layer_kv<T>& batch) {
