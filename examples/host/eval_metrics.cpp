@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -52,19 +54,88 @@ double string_match_all(const std::string& prediction, const std::vector<std::st
   return hit / static_cast<double>(references.size());
 }
 
-double rouge_l_f(const std::string& prediction, const std::string& reference) {
-  const auto a = words(prediction), b = words(reference);
-  if (a.empty() || b.empty()) return 0.0;
-  std::vector<size_t> prev(b.size() + 1, 0), cur(b.size() + 1, 0);
-  for (size_t i = 1; i <= a.size(); ++i) {
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = a[i - 1] == b[j - 1] ? prev[j - 1] + 1 : std::max(prev[j], cur[j - 1]);
-    std::swap(prev, cur);
+namespace {
+// Python's str.split() separators: ASCII whitespace, \x1c-\x1f and the Unicode spaces. Returns
+// the byte length of the separator at s[i], 0 if none.
+size_t py_space(const std::string& s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f)) return 1;
+  auto at = [&](size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
+  if (c == 0xc2 && (at(1) == 0x85 || at(1) == 0xa0)) return 2;                          // U+0085, U+00A0
+  if (c == 0xe1 && at(1) == 0x9a && at(2) == 0x80) return 3;                             // U+1680
+  if (c == 0xe2 && at(1) == 0x80 && (at(2) <= 0x8a || at(2) == 0xa8 || at(2) == 0xa9 || at(2) == 0xaf))
+    return 3;                                                                            // U+2000-200A, 2028/9, 202F
+  if (c == 0xe2 && at(1) == 0x81 && at(2) == 0x9f) return 3;                             // U+205F
+  if (c == 0xe3 && at(1) == 0x80 && at(2) == 0x80) return 3;                             // U+3000
+  return 0;
+}
+
+// The `rouge` package's preparation: text.split(".") keeping non-empty pieces, each
+// " ".join(piece.split()).split(" ") -- a piece of only spaces becomes the one word "".
+std::vector<std::vector<std::string>> rouge_sentences(const std::string& text) {
+  std::vector<std::vector<std::string>> out;
+  size_t b = 0;
+  while (b <= text.size()) {
+    size_t e = text.find('.', b);
+    if (e == std::string::npos) e = text.size();
+    if (e > b) {
+      std::vector<std::string> words;
+      std::string w;
+      for (size_t i = b; i < e;) {
+        const size_t n = py_space(text, i);
+        if (n == 0) { w += text[i++]; continue; }
+        if (!w.empty()) words.push_back(std::move(w));
+        w.clear();
+        i += n;
+      }
+      if (!w.empty()) words.push_back(std::move(w));
+      if (words.empty()) words.emplace_back();
+      out.push_back(std::move(words));
+    }
+    b = e + 1;
   }
-  const double lcs = static_cast<double>(prev[b.size()]);
-  if (lcs == 0) return 0.0;
-  const double p = lcs / static_cast<double>(a.size()), r = lcs / static_cast<double>(b.size());
-  return 2 * p * r / (p + r);
+  return out;
+}
+
+size_t distinct_words(const std::vector<std::vector<std::string>>& sentences) {
+  std::set<std::string> all;
+  for (const auto& s : sentences) all.insert(s.begin(), s.end());
+  return all.size();
+}
+
+// _recon_lcs(x, y): the words of x on the LCS path, with the package's tie-break (diagonal on a
+// match, else up only when strictly better, else left), added to `out`.
+void add_lcs_words(const std::vector<std::string>& x, const std::vector<std::string>& y, std::set<std::string>& out) {
+  const size_t n = x.size(), m = y.size();
+  std::vector<uint32_t> t((n + 1) * (m + 1), 0);
+  auto T = [&](size_t i, size_t j) -> uint32_t& { return t[i * (m + 1) + j]; };
+  for (size_t i = 1; i <= n; ++i)
+    for (size_t j = 1; j <= m; ++j) T(i, j) = x[i - 1] == y[j - 1] ? T(i - 1, j - 1) + 1 : std::max(T(i - 1, j), T(i, j - 1));
+  for (size_t i = n, j = m; i > 0 && j > 0;) {
+    if (x[i - 1] == y[j - 1]) {
+      out.insert(x[i - 1]);
+      --i, --j;
+    } else if (T(i - 1, j) > T(i, j - 1)) {
+      --i;
+    } else {
+      --j;
+    }
+  }
+}
+}  // namespace
+
+double rouge_l_f(const std::string& prediction, const std::string& reference) {
+  const auto hyp = rouge_sentences(prediction), ref = rouge_sentences(reference);
+  if (hyp.empty() || ref.empty()) return 0.0;  // the package raises; LongBench scores 0
+  // Summary-level union LCS with exclusive (set) counting: the words on any LCS path of any
+  // (reference sentence, candidate sentence) pair, counted once.
+  std::set<std::string> lcs_union;
+  for (const auto& r : ref)
+    for (const auto& h : hyp) add_lcs_words(r, h, lcs_union);
+  const double llcs = static_cast<double>(lcs_union.size());
+  const double rec = llcs / static_cast<double>(distinct_words(ref));
+  const double prec = llcs / static_cast<double>(distinct_words(hyp));
+  return 2.0 * ((prec * rec) / (prec + rec + 1e-8));
 }
 
 double kl_divergence(const std::vector<float>& logp, const std::vector<float>& logq) {

@@ -18,9 +18,11 @@ double passkey_match(const std::string& answer, const std::string& passkey);
 // newlines, then strip).
 double string_match_all(const std::string& prediction, const std::vector<std::string>& references);
 
-// ROUGE-L F1 of the longest common subsequence of lower-cased alphanumeric words (sentence level).
-// An approximation of LongBench's score: LongBench calls the `rouge` package, whose rouge-l is a
-// summary-level union-LCS over '.'-split sentences; the two agree on single-sentence texts only.
+// LongBench's ROUGE-L: `Rouge().get_scores([prediction], [reference], avg=True)["rouge-l"]["f"]` of
+// the `rouge` package 1.0.1 -- summary-level union LCS over '.'-split sentences, case-sensitive,
+// words split on whitespace only, each word counted once; 0 where the package raises (no
+// sentence). Checked against the package on tests/fixtures/rouge_l_golden.json. Not emulated:
+// Python's recursion limit, which makes the package fail on sentence pairs of ~1000 words.
 double rouge_l_f(const std::string& prediction, const std::string& reference);
 
 // Teacher-forced fidelity. Rows are log-probabilities over the vocabulary (log-softmax).
