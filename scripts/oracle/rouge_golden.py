@@ -10,26 +10,16 @@ Runs itself inside the venv at ~/.cache/kvtrim/venv (created on first use, never
 Usage: scripts/oracle/rouge_golden.py
 """
 import json
-import os
 import pathlib
 import random
-import subprocess
 import sys
+
+from oracle_venv import ensure_venv
 
 ROUGE_VERSION = "1.0.1"
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "fixtures" / "rouge_l_golden.json"
-VENV = pathlib.Path(os.environ.get("KVTRIM_CACHE", pathlib.Path.home() / ".cache" / "kvtrim")) / "venv"
 
-
-def ensure_venv():
-    python = VENV / "bin" / "python"
-    if pathlib.Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"rouge=={ROUGE_VERSION}"], check=True)
-    os.execv(str(python), [str(python), *sys.argv])
 
 
 def longbench_rouge_l(pred, gt):
@@ -53,7 +43,7 @@ def synthetic(rng, words):
 
 
 def main():
-    ensure_venv()
+    ensure_venv(f"rouge=={ROUGE_VERSION}")
     cases = [
         ("the cat sat on the mat", "The cat is on the mat."),
         ("a b", "a x b y"),

@@ -13,11 +13,11 @@ Usage: scripts/oracle/tokenizer_golden.py [--max-lines N]
 import argparse
 import hashlib
 import json
-import os
 import pathlib
 import struct
-import subprocess
 import sys
+
+from oracle_venv import ensure_venv
 
 TOKENIZERS_VERSION = "0.23.3"
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -25,18 +25,7 @@ DATA = REPO.parent / "shared" / "data"
 TOKENIZER_JSON = DATA / "smollm2" / "tokenizer.json"
 ESSAYS = DATA / "pg_essays"
 GOLDEN = REPO / "tests" / "golden"
-VENV = pathlib.Path(os.environ.get("KVTRIM_CACHE", pathlib.Path.home() / ".cache" / "kvtrim")) / "venv"
 
-
-def ensure_venv():
-    """Re-executes this script with the venv's python, creating the venv if needed."""
-    python = VENV / "bin" / "python"
-    if pathlib.Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"tokenizers=={TOKENIZERS_VERSION}"], check=True)
-    os.execv(str(python), [str(python), *sys.argv])
 
 
 # (name, text, parse_special). parse_special=False means control tokens written in the text are
@@ -118,7 +107,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-lines", type=int, default=4000, help="essay lines hashed one by one")
     args = ap.parse_args()
-    ensure_venv()
+    ensure_venv(f"tokenizers=={TOKENIZERS_VERSION}")
     import tokenizers
 
     plain = tokenizers.Tokenizer.from_file(str(TOKENIZER_JSON))
