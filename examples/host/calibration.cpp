@@ -703,6 +703,105 @@ std::string join_lengths(const std::vector<int64_t>& v) {
   return s;
 }
 
+// A stage's report, resume log and progress line. Trials found in the log are reused; the others
+// run while max_trials allows and are appended to it.
+struct stage_run {
+  stage_report rep;
+  trial_log log;
+  progress pg;
+
+  stage_run(const std::string& stage, const calibration_options& opt) : log(opt.resume_dir, stage) {
+    rep.stage = stage;
+    pg.stage = stage;
+    pg.on = opt.progress;
+  }
+
+  // The trial's record, from the log or from run(); nullptr when max_trials is spent.
+  template <class Run>
+  const record* trial(calibrator& cal, const std::string& key, bool& reused, Run run) {
+    const record* r = log.find(key);
+    reused = r != nullptr;
+    if (reused) {
+      ++rep.reused;
+      return r;
+    }
+    if (!cal.budget_left()) return nullptr;
+    log.add(run());
+    ++cal.trials_run;
+    ++rep.run;
+    return log.find(key);
+  }
+
+  void report(const record& r, const std::string& what, double units, bool reused) {
+    rep.trial_seconds += r.seconds;
+    pg.report(what, units, r.seconds, reused);
+  }
+};
+
+// A needle stage's grid: needles x lengths x depths, run in that order.
+struct needle_grid {
+  const char* stage;  // "heads" or "reasoning": the trial keys' prefix
+  const std::vector<probe_needle>& needles;
+  const std::vector<int64_t>& lengths;
+  int depths;
+  size_t first_start, needle_step;  // haystack start: first_start + needle * needle_step + length * 3 + depth
+  bool semantic;                    // run_needle_trial's stage: heads (true) or reasoning
+  const char* score;                // the quality's name on the progress line
+};
+
+// Runs or reuses every trial of a needle stage, handing each record to `take`. False: stopped by
+// max_trials. Keys and haystack starts must stay as they are: resume directories hold them.
+template <class Take>
+bool run_needle_stage(calibrator& cal, const calibration_options& opt, const needle_grid& g, stage_report& rep,
+                      Take take) {
+  stage_run st(g.stage, opt);
+  struct plan {
+    std::string key;
+    size_t needle, start;
+    int64_t len;
+    int depth;
+  };
+  std::vector<plan> plans;
+  const std::string seed_s = std::to_string(opt.seed);
+  for (size_t ni = 0; ni < g.needles.size(); ++ni)
+    for (size_t li = 0; li < g.lengths.size(); ++li)
+      for (int di = 0; di < g.depths; ++di) {
+        const std::string key = std::string(g.stage) + "|" + g.needles[ni].name + "|" + fnv_hex(g.needles[ni].fact) +
+                                "|len=" + std::to_string(g.lengths[li]) + "|depth=" + std::to_string(di) + "/" +
+                                std::to_string(g.depths) + "|new=" + std::to_string(opt.max_new_tokens) +
+                                "|seed=" + seed_s;
+        plans.push_back(
+            {key, ni, g.first_start + ni * g.needle_step + li * 3 + static_cast<size_t>(di), g.lengths[li], di});
+        st.pg.units_total += static_cast<double>(g.lengths[li]) + 40.0 * opt.max_new_tokens;
+      }
+  st.pg.total = static_cast<int64_t>(plans.size());
+  st.rep.planned = st.pg.total;
+  bool complete = true;
+  const auto t0 = clock_type::now();
+  for (const plan& pl : plans) {
+    const probe_needle& nd = g.needles[pl.needle];
+    bool reused = false;
+    const record* r = st.trial(cal, pl.key, reused, [&] {
+      const probe_prompt pr = cal.needle_prompt(nd, pl.len, depth_of(pl.depth, g.depths), pl.start);
+      return cal.run_needle_trial(pl.key, nd, pr, g.semantic);
+    });
+    if (!r) {
+      complete = false;
+      break;
+    }
+    take(*r);
+    st.rep.kept += r->kept;
+    char what[200];
+    std::snprintf(what, sizeof what, "%s len=%lld depth=%.0f%%: %s (%s %.2f)", nd.name.c_str(),
+                  static_cast<long long>(pl.len), 100 * depth_of(pl.depth, g.depths), r->kept ? "kept" : "discarded",
+                  g.score, r->quality);
+    st.report(*r, what, static_cast<double>(pl.len) + 40.0 * opt.max_new_tokens, reused);
+  }
+  st.rep.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+  rep = st.rep;
+  return complete;
+}
+
 }  // namespace
 
 calibration_result calibrate(const model& m, const tokenizer& tok, const std::vector<int32_t>& stop_tokens,
@@ -778,69 +877,20 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
   // ---- stage heads
   if (has_stage("heads")) {
     stage_report rep;
-    rep.stage = "heads";
-    trial_log log(opt.resume_dir, "heads");
-    progress pg;
-    pg.stage = "heads";
-    pg.on = opt.progress;
-    struct plan {
-      std::string key;
-      size_t needle, start;
-      int64_t len;
-      int depth;
-    };
-    std::vector<plan> plans;
-    for (size_t ni = 0; ni < rneedles.size(); ++ni)
-      for (size_t li = 0; li < opt.lengths.size(); ++li)
-        for (int di = 0; di < opt.depths; ++di) {
-          const std::string key = "heads|" + rneedles[ni].name + "|" + fnv_hex(rneedles[ni].fact) + "|len=" +
-                                  std::to_string(opt.lengths[li]) + "|depth=" + std::to_string(di) + "/" +
-                                  std::to_string(opt.depths) + "|new=" + std::to_string(opt.max_new_tokens) +
-                                  "|seed=" + seed_s;
-          plans.push_back({key, ni, ni * 7 + li * 3 + static_cast<size_t>(di), opt.lengths[li], di});
-          pg.units_total += static_cast<double>(opt.lengths[li]) + 40.0 * opt.max_new_tokens;
-        }
-    pg.total = static_cast<int64_t>(plans.size());
-    rep.planned = pg.total;
     kvtrim::semantic_retrieval_score total(c.n_layer, c.n_head);
     std::vector<std::vector<double>> span(size_t(c.n_layer), std::vector<double>(size_t(c.n_head), 0.0)), copy = span;
-    const auto t0 = clock_type::now();
-    for (const plan& pl : plans) {
-      const record* r = log.find(pl.key);
-      const bool reused = r != nullptr;
-      if (!r) {
-        if (!cal.budget_left()) {
-          res.complete = false;
-          break;
+    res.complete = run_needle_stage(cal, opt, {"heads", rneedles, opt.lengths, opt.depths, 0, 7, true, "ROUGE-1 recall"},
+                                    rep, [&](const record& r) {
+      total.merge(kvtrim::semantic_retrieval_score::from_json(r.state));
+      if (!r.kept) return;
+      const auto sm = kvtrim::detail::json_matrix(r.extra.at("span_mass"), "span_mass");
+      const auto cp = kvtrim::detail::json_matrix(r.extra.at("copy_score"), "copy_score");
+      for (size_t l = 0; l < span.size(); ++l)
+        for (size_t h = 0; h < span[l].size(); ++h) {
+          span[l][h] += sm.at(l).at(h);
+          copy[l][h] += cp.at(l).at(h);
         }
-        const probe_needle& nd = rneedles[pl.needle];
-        const probe_prompt pr = cal.needle_prompt(nd, pl.len, depth_of(pl.depth, opt.depths), pl.start);
-        log.add(cal.run_needle_trial(pl.key, nd, pr, true));
-        ++cal.trials_run;
-        ++rep.run;
-        r = log.find(pl.key);
-      } else {
-        ++rep.reused;
-      }
-      total.merge(kvtrim::semantic_retrieval_score::from_json(r->state));
-      if (r->kept) {
-        ++rep.kept;
-        const auto sm = kvtrim::detail::json_matrix(r->extra.at("span_mass"), "span_mass");
-        const auto cp = kvtrim::detail::json_matrix(r->extra.at("copy_score"), "copy_score");
-        for (size_t l = 0; l < span.size(); ++l)
-          for (size_t h = 0; h < span[l].size(); ++h) {
-            span[l][h] += sm.at(l).at(h);
-            copy[l][h] += cp.at(l).at(h);
-          }
-      }
-      rep.trial_seconds += r->seconds;
-      char what[200];
-      std::snprintf(what, sizeof what, "%s len=%lld depth=%.0f%%: %s (ROUGE-1 recall %.2f)",
-                    rneedles[pl.needle].name.c_str(), static_cast<long long>(pl.len),
-                    100 * depth_of(pl.depth, opt.depths), r->kept ? "kept" : "discarded", r->quality);
-      pg.report(what, static_cast<double>(pl.len) + 40.0 * opt.max_new_tokens, r->seconds, reused);
-    }
-    rep.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+    });
     if (res.complete) {
       if (rep.kept == 0)
         throw std::runtime_error("stage heads: no trial was kept (no answer reached ROUGE-1 recall > 0.5); "
@@ -867,59 +917,11 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
   // ---- stage reasoning
   if (has_stage("reasoning") && res.complete) {
     stage_report rep;
-    rep.stage = "reasoning";
-    trial_log log(opt.resume_dir, "reasoning");
-    progress pg;
-    pg.stage = "reasoning";
-    pg.on = opt.progress;
-    struct plan {
-      std::string key;
-      size_t needle, start;
-      int64_t len;
-      int depth;
-    };
-    std::vector<plan> plans;
-    for (size_t ni = 0; ni < qneedles.size(); ++ni)
-      for (size_t li = 0; li < qlengths.size(); ++li)
-        for (int di = 0; di < qdepths; ++di) {
-          const std::string key = "reasoning|" + qneedles[ni].name + "|" + fnv_hex(qneedles[ni].fact) + "|len=" +
-                                  std::to_string(qlengths[li]) + "|depth=" + std::to_string(di) + "/" +
-                                  std::to_string(qdepths) + "|new=" + std::to_string(opt.max_new_tokens) +
-                                  "|seed=" + seed_s;
-          plans.push_back({key, ni, 11 + ni * 5 + li * 3 + static_cast<size_t>(di), qlengths[li], di});
-          pg.units_total += static_cast<double>(qlengths[li]) + 40.0 * opt.max_new_tokens;
-        }
-    pg.total = static_cast<int64_t>(plans.size());
-    rep.planned = pg.total;
     kvtrim::retrieval_reasoning_score total(c.n_layer, c.n_head);
-    const auto t0 = clock_type::now();
-    for (const plan& pl : plans) {
-      const record* r = log.find(pl.key);
-      const bool reused = r != nullptr;
-      if (!r) {
-        if (!cal.budget_left()) {
-          res.complete = false;
-          break;
-        }
-        const probe_needle& nd = qneedles[pl.needle];
-        const probe_prompt pr = cal.needle_prompt(nd, pl.len, depth_of(pl.depth, qdepths), pl.start);
-        log.add(cal.run_needle_trial(pl.key, nd, pr, false));
-        ++cal.trials_run;
-        ++rep.run;
-        r = log.find(pl.key);
-      } else {
-        ++rep.reused;
-      }
-      total.merge(kvtrim::retrieval_reasoning_score::from_json(r->state));
-      rep.kept += r->kept;
-      rep.trial_seconds += r->seconds;
-      char what[200];
-      std::snprintf(what, sizeof what, "%s len=%lld depth=%.0f%%: %s (F1 %.2f)", qneedles[pl.needle].name.c_str(),
-                    static_cast<long long>(pl.len), 100 * depth_of(pl.depth, qdepths),
-                    r->kept ? "kept" : "discarded", r->quality);
-      pg.report(what, static_cast<double>(pl.len) + 40.0 * opt.max_new_tokens, r->seconds, reused);
-    }
-    rep.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+    res.complete = run_needle_stage(cal, opt, {"reasoning", qneedles, qlengths, qdepths, 11, 5, false, "F1"}, rep,
+                                    [&](const record& r) {
+      total.merge(kvtrim::retrieval_reasoning_score::from_json(r.state));
+    });
     if (res.complete) {
       if (rep.kept == 0)
         throw std::runtime_error("stage reasoning: no trial was kept (no answer reached F1 > 0.5); try shorter lengths");
@@ -937,12 +939,7 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
 
   // ---- stage layers
   if (has_stage("layers") && res.complete) {
-    stage_report rep;
-    rep.stage = "layers";
-    trial_log log(opt.resume_dir, "layers");
-    progress pg;
-    pg.stage = "layers";
-    pg.on = opt.progress;
+    stage_run st("layers", opt);
     kvtrim::profile heads;
     heads.model = p.model;
     heads.layers = c.n_layer;
@@ -965,36 +962,28 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
                                  "|w=" + std::to_string(opt.window) + "|max=" + std::to_string(opt.layer_prompt_tokens) +
                                  "|new=" + std::to_string(opt.layer_max_new_tokens) + "|seed=" + seed_s;
     const auto prompts = cal.layer_prompts();
-    pg.total = static_cast<int64_t>(prompts.size());
-    rep.planned = pg.total;
-    for (const auto& [ds, toks] : prompts) pg.units_total += static_cast<double>(toks.size()) + 40.0 * opt.layer_max_new_tokens;
+    st.pg.total = static_cast<int64_t>(prompts.size());
+    st.rep.planned = st.pg.total;
+    for (const auto& [ds, toks] : prompts)
+      st.pg.units_total += static_cast<double>(toks.size()) + 40.0 * opt.layer_max_new_tokens;
     kvtrim::layer_eviction_error total(c.n_layer, opt.eps);
     std::map<std::string, int> seen;
     const auto t0 = clock_type::now();
     for (const auto& [ds, toks] : prompts) {
       const std::string key = "layers|" + ds + "|" + std::to_string(seen[ds]++) + "|" + fnv_hex(std::string(
           reinterpret_cast<const char*>(toks.data()), toks.size() * sizeof(int32_t))) + "|" + settings;
-      const record* r = log.find(key);
-      const bool reused = r != nullptr;
+      bool reused = false;
+      const record* r = st.trial(cal, key, reused, [&] { return cal.run_layer_sample(key, ds, toks, method); });
       if (!r) {
-        if (!cal.budget_left()) {
-          res.complete = false;
-          break;
-        }
-        log.add(cal.run_layer_sample(key, ds, toks, method));
-        ++cal.trials_run;
-        ++rep.run;
-        r = log.find(key);
-      } else {
-        ++rep.reused;
+        res.complete = false;
+        break;
       }
       total.merge(kvtrim::layer_eviction_error::from_json(r->state));
-      ++rep.kept;
-      rep.trial_seconds += r->seconds;
-      pg.report(ds + " prompt of " + std::to_string(toks.size()) + " tokens", static_cast<double>(toks.size()) +
-                40.0 * opt.layer_max_new_tokens, r->seconds, reused);
+      ++st.rep.kept;
+      st.report(*r, ds + " prompt of " + std::to_string(toks.size()) + " tokens",
+                static_cast<double>(toks.size()) + 40.0 * opt.layer_max_new_tokens, reused);
     }
-    rep.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+    st.rep.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
     if (res.complete) {
       total.to_profile(p);
       p.provenance["layer_error_settings"] =
@@ -1005,7 +994,7 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
           " prompts per dataset cut to " + std::to_string(opt.layer_prompt_tokens) +
           " tokens; greedy, max_new_tokens " + std::to_string(opt.layer_max_new_tokens) + "; seed " + seed_s;
     }
-    res.stages.push_back(rep);
+    res.stages.push_back(st.rep);
   }
 
   if (!res.complete) return res;

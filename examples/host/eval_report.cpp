@@ -325,6 +325,7 @@ std::vector<std::string> render_report(const std::string& dir) {
       md += "\n";
     }
   }
+  md += "\n" + comparison_markdown(recs);
   write_file_atomic(dir + "/summary.md", md);
   written.push_back(dir + "/summary.md");
 
@@ -350,6 +351,168 @@ std::vector<std::string> render_report(const std::string& dir) {
     if (std::system(cmd.c_str()) == 0) written.push_back(png);
   }
   return written;
+}
+
+std::string task_family(const std::string& task) {
+  for (const char* f : {"ruler", "leval"})
+    if (task.rfind(std::string(f) + "_", 0) == 0) return f;
+  return task;
+}
+
+namespace {
+
+// Family -> method -> budget -> row (mean over the family's samples).
+using family_table = std::map<std::string, std::map<std::string, std::map<std::string, summary_row>>>;
+
+family_table family_rows(const std::vector<nlohmann::json>& records) {
+  std::vector<nlohmann::json> fam = records;
+  for (auto& r : fam) r["task"] = task_family(r.value("task", ""));
+  family_table t;
+  for (const auto& row : summarize(fam)) t[row.task][row.method][row.budget] = row;
+  return t;
+}
+
+bool lower_is_better(const std::string& family) { return family == "fidelity_kl" || family == "fidelity_ppl"; }
+
+const summary_row* find_row(const family_table& t, const std::string& f, const std::string& m, const std::string& b) {
+  const auto fi = t.find(f);
+  if (fi == t.end()) return nullptr;
+  const auto mi = fi->second.find(m);
+  if (mi == fi->second.end()) return nullptr;
+  const auto bi = mi->second.find(b);
+  return bi == mi->second.end() ? nullptr : &bi->second;
+}
+
+// The numeric budgets any method of family f was run at, ascending.
+std::vector<std::string> budgets_of(const family_table& t, const std::string& f) {
+  std::vector<std::string> out;
+  for (const auto& [m, bs] : t.at(f))
+    for (const auto& [b, row] : bs)
+      if (b != "full" && std::find(out.begin(), out.end(), b) == out.end()) out.push_back(b);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return budget_key(a) < budget_key(b); });
+  return out;
+}
+
+std::string header(const family_table& t, const std::string& f, const std::string& first) {
+  std::string h = "| " + first + " |", sep = "|---|";
+  for (const auto& b : budgets_of(t, f)) {
+    double kv = 0;
+    for (const auto& [m, bs] : t.at(f))
+      if (bs.count(b)) kv = bs.at(b).kv_percent_of_full;
+    h += " B=" + b + " (" + fmt(kv, 2) + "%) |";
+    sep += "---|";
+  }
+  return h + "\n" + sep + "\n";
+}
+
+int prec_of(const std::string& f) { return f == "fidelity_kl" ? 4 : (f == "fidelity_ppl" ? 2 : 1); }
+
+// One table per section: a row per (family, method) of `methods` present, cells = score.
+std::string method_rows(const family_table& t, const std::vector<std::string>& methods) {
+  std::string md;
+  for (const auto& [f, ms] : t) {
+    size_t present = 0;
+    for (const auto& m : methods) present += ms.count(m);
+    if (present < methods.size()) continue;
+    md += "\n" + f + (lower_is_better(f) ? " (lower is better)" : "") + ":\n\n" + header(t, f, "method");
+    for (const auto& m : methods) {
+      md += "| " + m + " |";
+      for (const auto& b : budgets_of(t, f)) {
+        const auto* r = find_row(t, f, m, b);
+        md += r ? " " + fmt(r->score, prec_of(f)) + " |" : " |";
+      }
+      md += "\n";
+    }
+  }
+  return md;
+}
+
+}  // namespace
+
+std::string comparison_markdown(const std::vector<nlohmann::json>& records) {
+  const auto t = family_rows(records);
+  std::string md = "# Comparisons at equal bytes\n\nEvery method at one budget B keeps the same bytes (the % of the "
+                   "full KV cache is in each column's head). Task families: ruler_* and leval_* tasks pooled; mean "
+                   "over samples.\n";
+  const std::vector<std::string> baselines{"snapkv", "pyramidkv", "streaming"};
+  bool any = false;
+  std::string goal = "\n## CompressKV against SnapKV, PyramidKV and StreamingLLM\n\nCell: CompressKV's score, then the "
+                     "best of the three baselines; \"win\" where CompressKV is strictly better.\n";
+  for (const auto& [f, ms] : t) {
+    if (!ms.count("compresskv")) continue;
+    std::string body;
+    for (const auto& b : budgets_of(t, f)) {
+      const auto* c = find_row(t, f, "compresskv", b);
+      const summary_row* best = nullptr;
+      for (const auto& m : baselines) {
+        const auto* r = find_row(t, f, m, b);
+        if (r && (!best || (lower_is_better(f) ? r->score < best->score : r->score > best->score))) best = r;
+      }
+      if (!c || !best) {
+        body += " |";
+        continue;
+      }
+      const bool win = lower_is_better(f) ? c->score < best->score : c->score > best->score;
+      body += " " + fmt(c->score, prec_of(f)) + " vs " + fmt(best->score, prec_of(f)) + " " + best->method +
+              (win ? " **win**" : " no") + " |";
+    }
+    if (!any) goal += "\n";
+    goal += header(t, f, f) + "| compresskv vs best baseline |" + body + "\n\n";
+    any = true;
+  }
+  if (any) md += goal;
+
+  std::string pct = "\n## Score as % of the full cache's\n";
+  bool any_pct = false;
+  for (const auto& [f, ms] : t) {
+    const auto* full = find_row(t, f, "full", "full");
+    if (!full || full->score == 0 || lower_is_better(f)) continue;
+    pct += "\n" + f + " (full cache " + fmt(full->score, prec_of(f)) + "):\n\n" + header(t, f, "method");
+    for (const auto& m : kvtrim::method_names()) {
+      if (m == "full" || !ms.count(m)) continue;
+      pct += "| " + m + " |";
+      for (const auto& b : budgets_of(t, f)) {
+        const auto* r = find_row(t, f, m, b);
+        pct += r ? " " + fmt(100.0 * r->score / full->score, 0) + "% |" : " |";
+      }
+      pct += "\n";
+    }
+    any_pct = true;
+  }
+  if (any_pct) md += pct;
+
+  const std::string abl = method_rows(t, {"snapkv", "compresskv-uniform", "compresskv"});
+  if (!abl.empty())
+    md += "\n## Ablation: SnapKV -> + semantic retrieval heads (compresskv-uniform) -> + error-aware layer budgets "
+          "(compresskv)\n" + abl;
+  const std::string hk = method_rows(t, {"adakv", "headkv"});
+  if (!hk.empty()) md += "\n## HeadKV against Ada-KV at equal bytes\n" + hk;
+
+  if (t.count("fidelity_kl")) {
+    md += "\n## Most faithful method (lowest mean KL to the full cache) per budget\n\n" + header(t, "fidelity_kl", "") +
+          "| lowest KL |";
+    for (const auto& b : budgets_of(t, "fidelity_kl")) {
+      const summary_row* best = nullptr;
+      for (const auto& [m, bs] : t.at("fidelity_kl"))
+        if (m != "full" && bs.count(b) && (!best || bs.at(b).score < best->score)) best = &bs.at(b);
+      md += best ? " " + best->method + " " + fmt(best->score, 4) + " |" : " |";
+    }
+    md += "\n";
+  }
+  return md;
+}
+
+std::string render_comparison(const std::vector<std::string>& dirs, const std::string& out_dir) {
+  std::vector<nlohmann::json> all;
+  for (const auto& d : dirs) {
+    auto r = read_records(d + "/samples.jsonl");
+    if (r.empty()) throw std::runtime_error(d + "/samples.jsonl holds no records");
+    all.insert(all.end(), r.begin(), r.end());
+  }
+  fs::create_directories(out_dir);
+  const std::string path = out_dir + "/comparison.md";
+  write_file_atomic(path, comparison_markdown(all));
+  return path;
 }
 
 }  // namespace kvhost

@@ -26,6 +26,19 @@ std::vector<summary_row> summarize(const std::vector<nlohmann::json>& records);
 // exists). Returns the paths written. Each file is written whole (temp file + rename).
 std::vector<std::string> render_report(const std::string& dir);
 
+// The task families the goals speak of: ruler_* -> ruler, leval_* -> leval, the rest unchanged.
+std::string task_family(const std::string& task);
+
+// Markdown comparing methods at equal bytes (same budget) per task family: CompressKV against
+// SnapKV, PyramidKV and StreamingLLM; each method as % of the full cache's score; the ablation
+// SnapKV -> + semantic retrieval heads (compresskv-uniform) -> + error-aware budgets
+// (compresskv); HeadKV against Ada-KV; the most faithful method (lowest KL) per budget. Sections
+// whose methods are missing are left out.
+std::string comparison_markdown(const std::vector<nlohmann::json>& records);
+
+// OUT_DIR/comparison.md from the records of several eval directories (one task each, say).
+std::string render_comparison(const std::vector<std::string>& dirs, const std::string& out_dir);
+
 // Writes `text` to `path` atomically (path.tmp, then rename).
 void write_file_atomic(const std::string& path, const std::string& text);
 

@@ -12,23 +12,34 @@
 namespace kvtools {
 
 int cmd_report(int argc, char** argv) {
-  args a(argc, argv, 2, {}, {"quiet"});
+  args a(argc, argv, 2, {"combined"}, {"quiet"});
   if (a.help()) {
     std::fputs(
-        "usage: kvtrim report DIR [--quiet]\n\n"
+        "usage: kvtrim report DIR [DIR ...] [--combined OUT] [--quiet]\n\n"
         "Re-renders DIR/summary.csv (task, method, budget, kv_percent_of_full, score, n), DIR/summary.md\n"
         "and DIR/plots/ (needle heatmaps per method and budget, score vs % of KV kept per task; SVG,\n"
-        "and PNG where rsvg-convert is installed) from DIR/samples.jsonl, and prints the markdown.\n",
+        "and PNG where rsvg-convert is installed) from DIR/samples.jsonl, and prints the markdown.\n"
+        "summary.md ends with comparisons at equal bytes (CompressKV against SnapKV, PyramidKV and\n"
+        "StreamingLLM; % of the full cache; the ablation; HeadKV against Ada-KV; lowest KL).\n"
+        "  --combined OUT   also write OUT/comparison.md over the records of every DIR given\n",
         stdout);
     return 0;
   }
-  if (a.positional().size() != 1) throw usage_error("give one eval DIR (see --help)");
-  const std::string dir = a.positional()[0];
-  const auto written = kvhost::render_report(dir);
-  if (!a.flag("quiet"))
-    for (const auto& p : written) std::fprintf(stderr, "wrote %s\n", p.c_str());
-  std::ifstream md(dir + "/summary.md");
-  std::printf("%s", std::string(std::istreambuf_iterator<char>(md), {}).c_str());
+  if (a.positional().empty()) throw usage_error("give at least one eval DIR (see --help)");
+  for (const auto& dir : a.positional()) {
+    const auto written = kvhost::render_report(dir);
+    if (!a.flag("quiet"))
+      for (const auto& p : written) std::fprintf(stderr, "wrote %s\n", p.c_str());
+    if (a.positional().size() == 1 && !a.has("combined")) {
+      std::ifstream md(dir + "/summary.md");
+      std::printf("%s", std::string(std::istreambuf_iterator<char>(md), {}).c_str());
+    }
+  }
+  if (a.has("combined")) {
+    const std::string p = kvhost::render_comparison(a.positional(), a.str("combined"));
+    std::ifstream md(p);
+    std::printf("%s", std::string(std::istreambuf_iterator<char>(md), {}).c_str());
+  }
   return 0;
 }
 

@@ -147,6 +147,35 @@ TEST(EvalReport, SummaryMeansPerTaskMethodBudget) {
   EXPECT_EQ(rows[2].n, 2);
 }
 
+TEST(EvalReport, ComparisonsAtEqualBytes) {
+  auto rec = [](const std::string& task, const std::string& m, const std::string& b, double score) {
+    return nlohmann::json{{"task", task}, {"method", m}, {"budget", b}, {"kv_percent_of_full", b == "full" ? 100.0 : 1.0},
+                          {"score", score}};
+  };
+  // Two RULER tasks pool into one family: compresskv (60+40)/2 = 50 beats snapkv 45 and streaming 10.
+  std::vector<nlohmann::json> recs = {
+      rec("ruler_vt", "full", "full", 100), rec("ruler_cwe", "full", "full", 100),
+      rec("ruler_vt", "compresskv", "64", 60), rec("ruler_cwe", "compresskv", "64", 40),
+      rec("ruler_vt", "snapkv", "64", 45), rec("ruler_cwe", "snapkv", "64", 45),
+      rec("ruler_vt", "streaming", "64", 10), rec("ruler_cwe", "streaming", "64", 10),
+      rec("ruler_vt", "compresskv-uniform", "64", 48), rec("ruler_cwe", "compresskv-uniform", "64", 48),
+      // fidelity KL: lower is better, so snapkv's 0.1 beats compresskv's 0.2
+      {{"task", "fidelity"}, {"method", "compresskv"}, {"budget", "64"}, {"kv_percent_of_full", 1.0}, {"score", 90.0},
+       {"kl", 0.2}, {"ppl", 12.0}},
+      {{"task", "fidelity"}, {"method", "snapkv"}, {"budget", "64"}, {"kv_percent_of_full", 1.0}, {"score", 80.0},
+       {"kl", 0.1}, {"ppl", 13.0}}};
+  EXPECT_EQ(task_family("ruler_niah_single_1"), "ruler");
+  EXPECT_EQ(task_family("leval_quality"), "leval");
+  EXPECT_EQ(task_family("niah_classic"), "niah_classic");
+  const std::string md = comparison_markdown(recs);
+  EXPECT_NE(md.find("| compresskv vs best baseline | 50.0 vs 45.0 snapkv **win** |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| compresskv vs best baseline | 0.2000 vs 0.1000 snapkv no |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| compresskv | 50% |"), std::string::npos) << md;  // % of the full cache
+  EXPECT_NE(md.find("| compresskv-uniform | 48.0 |"), std::string::npos) << md;  // the ablation rows
+  EXPECT_NE(md.find("| lowest KL | snapkv 0.1000 |"), std::string::npos) << md;
+  EXPECT_EQ(md.find("HeadKV against Ada-KV"), std::string::npos) << md;  // neither was run
+}
+
 // ---- on the model ----------------------------------------------------------------------------
 
 class EvalModel : public ::testing::Test {
