@@ -20,7 +20,7 @@ inline const char* method_options_help() {
          "  --budget B           average retained tokens per KV head per layer, window included\n"
          "  --ratio R            or the fraction of the prompt kept, in (0, 1]\n"
          "  --window W           observation window (default 8; always kept)\n"
-         "  --pooling avg|max|none, --kernel K   window-score pooling (default avg, 5)\n"
+         "  --pooling avg|max|none, --kernel K   window-score pooling (default max, 7)\n"
          "  --beta X             pyramidkv (default 20) or headkv (default 1.01)\n"
          "  --alpha A            adakv floor (default 0.2)\n"
          "  --retrieval-heads K  compresskv heads per layer (default 4)\n"
@@ -45,7 +45,7 @@ inline kvtrim::method_config parse_method_config(const args& a, const std::strin
   else if (c.name != "full")
     throw usage_error("--budget or --ratio is required");
   c.window = a.integer("window", c.window);
-  const std::string pool = a.str("pooling", "avg");
+  const std::string pool = a.str("pooling", kvtrim::to_string(c.pool));
   if (pool == "avg") c.pool = kvtrim::pooling::avg;
   else if (pool == "max") c.pool = kvtrim::pooling::max;
   else if (pool == "none") c.pool = kvtrim::pooling::none;
