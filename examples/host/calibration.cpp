@@ -732,6 +732,7 @@ struct stage_run {
     return log.find(key);
   }
 
+  // Adds the trial's own time (reused ones too) and prints its progress line.
   void report(const record& r, const std::string& what, double units, bool reused) {
     rep.trial_seconds += r.seconds;
     pg.report(what, units, r.seconds, reused);
@@ -879,8 +880,8 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
     stage_report rep;
     kvtrim::semantic_retrieval_score total(c.n_layer, c.n_head);
     std::vector<std::vector<double>> span(size_t(c.n_layer), std::vector<double>(size_t(c.n_head), 0.0)), copy = span;
-    res.complete = run_needle_stage(cal, opt, {"heads", rneedles, opt.lengths, opt.depths, 0, 7, true, "ROUGE-1 recall"},
-                                    rep, [&](const record& r) {
+    const needle_grid grid{"heads", rneedles, opt.lengths, opt.depths, 0, 7, true, "ROUGE-1 recall"};
+    res.complete = run_needle_stage(cal, opt, grid, rep, [&](const record& r) {
       total.merge(kvtrim::semantic_retrieval_score::from_json(r.state));
       if (!r.kept) return;
       const auto sm = kvtrim::detail::json_matrix(r.extra.at("span_mass"), "span_mass");
@@ -918,8 +919,8 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
   if (has_stage("reasoning") && res.complete) {
     stage_report rep;
     kvtrim::retrieval_reasoning_score total(c.n_layer, c.n_head);
-    res.complete = run_needle_stage(cal, opt, {"reasoning", qneedles, qlengths, qdepths, 11, 5, false, "F1"}, rep,
-                                    [&](const record& r) {
+    const needle_grid grid{"reasoning", qneedles, qlengths, qdepths, 11, 5, false, "F1"};
+    res.complete = run_needle_stage(cal, opt, grid, rep, [&](const record& r) {
       total.merge(kvtrim::retrieval_reasoning_score::from_json(r.state));
     });
     if (res.complete) {
