@@ -165,8 +165,8 @@ std::string heatmap_svg(const std::string& task, const std::vector<nlohmann::jso
           if (li == 0) s += text(x0 + 2, y + 12, fmt(D * 100, 0) + "%", "font-size=\"9\"");
           ++di;
         }
-        s += text(x0 + 40 + li * cw, y0 + 18 + nd * ch + 11, L >= 1024 ? std::to_string((L + 512) / 1024) + "k" : std::to_string(L),
-                  "font-size=\"9\"");
+        const std::string label = L >= 1024 ? std::to_string((L + 512) / 1024) + "k" : std::to_string(L);
+        s += text(x0 + 40 + li * cw, y0 + 18 + nd * ch + 11, label, "font-size=\"9\"");
         ++li;
       }
     }
