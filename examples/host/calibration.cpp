@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -259,14 +260,6 @@ std::string fnv_hex(const std::string& s) {
   return b;
 }
 
-int32_t argmax(const std::vector<float>& v) {
-  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
-}
-
-bool is_stop(const std::vector<int32_t>& stops, int32_t t) {
-  return std::find(stops.begin(), stops.end(), t) != stops.end();
-}
-
 // One probe prompt, tokenised piecewise so the needle's token span is known exactly.
 struct probe_prompt {
   std::vector<int32_t> tokens;
@@ -511,22 +504,19 @@ class calibrator {
       }
     };
 
+    // After each step the generated token decides which of the step's attention counted.
+    std::function<void(int32_t)> score_step;
+    if (semantic) score_step = [&](int32_t next) {
+      srh.end_step(next);
+      for (size_t i = 0; i < top.size(); ++i) {
+        const int64_t t = top[i];
+        if (t >= pr.span_begin && t < pr.span_end && pr.tokens[static_cast<size_t>(t)] == next) copy[i] += 1;
+      }
+    };
     kv_store cache;
     const prefill_result pre = m_.prefill(pr.tokens, cache);
-    std::vector<int32_t> gen;
-    int32_t next = argmax(pre.logits);
-    while (!is_stop(stops_, next)) {
-      gen.push_back(next);
-      if (static_cast<int>(gen.size()) >= opt_.max_new_tokens || cache.n_past() >= cfg_.n_ctx) break;
-      next = argmax(m_.decode_step(next, cache, obs));
-      if (semantic) {
-        srh.end_step(next);
-        for (size_t i = 0; i < top.size(); ++i) {
-          const int64_t t = top[i];
-          if (t >= pr.span_begin && t < pr.span_end && pr.tokens[static_cast<size_t>(t)] == next) copy[i] += 1;
-        }
-      }
-    }
+    const std::vector<int32_t> gen =
+        m_.decode_greedy(cache, pre.logits, opt_.max_new_tokens, stops_, obs, score_step).tokens;
     record r;
     r.key = key;
     r.output = tok_.decode(std::vector<int>(gen.begin(), gen.end()), true);
@@ -609,14 +599,8 @@ class calibrator {
       lee.on_step(layer, attn_out, out.data(), static_cast<kvtrim::index_t>(out.size()));
     };
     kv_store cache;
-    const prefill_result pre = m_.prefill(prompt, cache, hook, opt_.window);
-    std::vector<int32_t> gen;
-    int32_t next = argmax(pre.logits);
-    while (!is_stop(stops_, next)) {
-      gen.push_back(next);
-      if (static_cast<int>(gen.size()) >= opt_.layer_max_new_tokens || cache.n_past() >= cfg_.n_ctx) break;
-      next = argmax(m_.decode_step(next, cache, obs));
-    }
+    const std::vector<int32_t> gen =
+        m_.generate(prompt, cache, opt_.layer_max_new_tokens, stops_, hook, opt_.window, obs).tokens;
     record r;
     r.key = key;
     r.output = tok_.decode(std::vector<int>(gen.begin(), gen.end()), true);

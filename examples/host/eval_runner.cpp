@@ -1,23 +1,12 @@
 #include "host/eval_runner.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <stdexcept>
 
 #include "host/compression.hpp"
 
 namespace kvhost {
-
-namespace {
-using clock_type = std::chrono::steady_clock;
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-int32_t argmax(const std::vector<float>& v) {  // first maximum, as model::generate picks it
-  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
-}
-}  // namespace
 
 prefill_capture capture_prefill(const model& mdl, const std::vector<int32_t>& prompt, int64_t window) {
   const model_config& c = mdl.config();
@@ -79,28 +68,6 @@ double build_cache(const prefill_capture& cap, const kvtrim::method* m, kv_store
   return session.seconds();
 }
 
-decode_result greedy_decode(const model& mdl, kv_store& cache, const std::vector<float>& first_logits,
-                            int max_new_tokens, const std::vector<int32_t>& stop_tokens) {
-  if (max_new_tokens < 0)
-    throw std::invalid_argument("greedy_decode: max_new_tokens " + std::to_string(max_new_tokens) + " is negative");
-  decode_result r;
-  if (max_new_tokens == 0) return r;
-  const auto t0 = clock_type::now();
-  int32_t next = argmax(first_logits);
-  for (;;) {
-    if (std::find(stop_tokens.begin(), stop_tokens.end(), next) != stop_tokens.end()) {
-      r.stopped = true;
-      break;
-    }
-    r.tokens.push_back(next);
-    if (static_cast<int>(r.tokens.size()) >= max_new_tokens || cache.n_past() >= mdl.config().n_ctx) break;
-    next = argmax(mdl.decode_step(next, cache));
-    ++r.steps;
-  }
-  r.seconds = seconds_since(t0);
-  return r;
-}
-
 std::vector<std::vector<float>> teacher_forced_logprobs(const model& mdl, kv_store& cache,
                                                         const std::vector<int32_t>& continuation) {
   std::vector<std::vector<float>> out;
@@ -128,7 +95,7 @@ config_run run_config(const model& mdl, const prefill_capture& cap, const kvtrim
   r.kv_full_bytes = cap.full_kv_bytes();
   r.kv_allocated_bytes = cache.allocated_bytes();
   r.kv_percent_of_full = 100.0 * static_cast<double>(r.kv_bytes) / static_cast<double>(r.kv_full_bytes);
-  decode_result d = greedy_decode(mdl, cache, cap.logits, max_new_tokens, stop_tokens);
+  decode_result d = mdl.decode_greedy(cache, cap.logits, max_new_tokens, stop_tokens);
   r.tokens = std::move(d.tokens);
   r.decode_s = d.seconds;
   return r;

@@ -40,18 +40,6 @@ prefill_capture capture_prefill(const model& mdl, const std::vector<int32_t>& pr
 // method's window exceeds the captured window or the prompt.
 double build_cache(const prefill_capture& cap, const kvtrim::method* m, kv_store& cache);
 
-struct decode_result {
-  std::vector<int32_t> tokens;  // generated, stop token excluded
-  bool stopped = false;
-  int64_t steps = 0;  // decode_step calls
-  double seconds = 0;
-};
-
-// Greedy decoding exactly as model::generate does it after prefill: argmax of `first_logits`,
-// then decode_step until a stop token, max_new_tokens or the context end.
-decode_result greedy_decode(const model& mdl, kv_store& cache, const std::vector<float>& first_logits,
-                            int max_new_tokens, const std::vector<int32_t>& stop_tokens);
-
 // Teacher forcing: feeds continuation[0..T-2] one token at a time and returns the log-softmax of
 // each step's logits ([T-1][vocab]); row i is the model's distribution over continuation[i+1].
 std::vector<std::vector<float>> teacher_forced_logprobs(const model& mdl, kv_store& cache,

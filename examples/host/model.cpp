@@ -419,16 +419,15 @@ std::vector<float> model::decode_step(int32_t token, kv_store& cache, const deco
   return logits;
 }
 
-generate_result model::generate(const std::vector<int32_t>& prompt, kv_store& cache, int max_new_tokens,
-                                const std::vector<int32_t>& stop_tokens, const prefill_hook& hook, int window,
-                                const decode_observer& observe) const {
+decode_result model::decode_greedy(kv_store& cache, const std::vector<float>& first_logits, int max_new_tokens,
+                                   const std::vector<int32_t>& stop_tokens, const decode_observer& observe,
+                                   const std::function<void(int32_t)>& on_step) const {
   if (max_new_tokens < 0)
-    throw std::invalid_argument("generate: max_new_tokens " + std::to_string(max_new_tokens) + " is negative");
-  generate_result r;
-  r.prefill = prefill(prompt, cache, hook, window);
+    throw std::invalid_argument("decode_greedy: max_new_tokens " + std::to_string(max_new_tokens) + " is negative");
+  decode_result r;
   if (max_new_tokens == 0) return r;
   const auto t0 = clock_type::now();
-  int32_t next = argmax(r.prefill.logits);
+  int32_t next = argmax(first_logits);
   for (;;) {
     if (std::find(stop_tokens.begin(), stop_tokens.end(), next) != stop_tokens.end()) {
       r.stopped = true;
@@ -437,9 +436,25 @@ generate_result model::generate(const std::vector<int32_t>& prompt, kv_store& ca
     r.tokens.push_back(next);
     if (static_cast<int>(r.tokens.size()) >= max_new_tokens || cache.n_past() >= cfg_.n_ctx) break;
     next = argmax(decode_step(next, cache, observe));
-    ++r.decode_steps;
+    ++r.steps;
+    if (on_step) on_step(next);
   }
-  r.decode_seconds = seconds_since(t0);
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+generate_result model::generate(const std::vector<int32_t>& prompt, kv_store& cache, int max_new_tokens,
+                                const std::vector<int32_t>& stop_tokens, const prefill_hook& hook, int window,
+                                const decode_observer& observe) const {
+  if (max_new_tokens < 0)
+    throw std::invalid_argument("generate: max_new_tokens " + std::to_string(max_new_tokens) + " is negative");
+  generate_result r;
+  r.prefill = prefill(prompt, cache, hook, window);
+  decode_result d = decode_greedy(cache, r.prefill.logits, max_new_tokens, stop_tokens, observe);
+  r.tokens = std::move(d.tokens);
+  r.stopped = d.stopped;
+  r.decode_steps = d.steps;
+  r.decode_seconds = d.seconds;
   if (r.decode_steps > 0) r.decode_tokens_per_second = static_cast<double>(r.decode_steps) / r.decode_seconds;
   return r;
 }

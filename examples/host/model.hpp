@@ -58,6 +58,13 @@ struct prefill_result {
   double hook_seconds = 0;    // inside the hook
 };
 
+struct decode_result {
+  std::vector<int32_t> tokens;  // generated, stop token excluded
+  bool stopped = false;         // ended on a stop token (not on max_new_tokens or the context)
+  int64_t steps = 0;            // decode_step calls
+  double seconds = 0;
+};
+
 struct generate_result {
   std::vector<int32_t> tokens;  // generated, stop token excluded
   bool stopped = false;         // ended on a stop token (not on max_new_tokens or the context)
@@ -88,7 +95,13 @@ class model {
                          int window = 8) const;
   // One token at position cache.n_past(); appends its K/V to every head and returns the logits.
   std::vector<float> decode_step(int32_t token, kv_store& cache, const decode_observer& observe = {}) const;
-  // Greedy generation: prefill, then decode until a stop token, max_new_tokens or the context end.
+  // Greedy decoding after a prefill: the argmax of `first_logits` (the prefill's last logits), then
+  // decode_step until a stop token, max_new_tokens or the context end. `on_step` (optional) runs
+  // after each decode_step with the token it chose, for callers that score the generated tokens.
+  decode_result decode_greedy(kv_store& cache, const std::vector<float>& first_logits, int max_new_tokens,
+                              const std::vector<int32_t>& stop_tokens, const decode_observer& observe = {},
+                              const std::function<void(int32_t)>& on_step = {}) const;
+  // Greedy generation: prefill, then decode_greedy.
   generate_result generate(const std::vector<int32_t>& prompt, kv_store& cache, int max_new_tokens,
                            const std::vector<int32_t>& stop_tokens, const prefill_hook& hook = {},
                            int window = 8, const decode_observer& observe = {}) const;
