@@ -26,6 +26,7 @@
 #include "kvtrim/evict/top_k.hpp"
 #include "kvtrim/profile/profile.hpp"
 #include "kvtrim/score/cake.hpp"
+#include "kvtrim/score/chunked.hpp"
 #include "kvtrim/score/keydiff.hpp"
 #include "kvtrim/score/knorm.hpp"
 #include "kvtrim/score/random.hpp"

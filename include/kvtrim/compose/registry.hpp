@@ -23,6 +23,7 @@
 #include "kvtrim/compose/params.hpp"
 #include "kvtrim/profile/profile.hpp"
 #include "kvtrim/score/cake.hpp"
+#include "kvtrim/score/chunked.hpp"
 #include "kvtrim/score/keydiff.hpp"
 #include "kvtrim/score/knorm.hpp"
 #include "kvtrim/score/random.hpp"
@@ -331,6 +332,39 @@ struct keydiff {
     return c(all_heads{}, kvtrim::keydiff{}, uniform{});
   }
 };
+
+inline param_spec chunk_size() {
+  return params::integer("chunk", "10", 1, 1 << 20, "tokens per chunk (kept or dropped whole)");
+}
+
+struct chunkkv {
+  static constexpr const char* name = "chunkkv";
+  static method_info info() {
+    return {name, "ChunkKV, Liu et al. 2025 (arXiv:2502.00299)", "all",
+            "as snapkv, summed per chunk of 10 tokens", "uniform", params::pooling({chunk_size()})};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(all_heads{}, chunked<window_attention>{a.window(), a.params.integer("chunk")}, uniform{});
+  }
+};
+
+struct compresskv_chunk {  // CompressKV's shared set, kept chunk by chunk
+  static constexpr const char* name = "compresskv-chunk";
+  static method_info info() {
+    method_info m{name, "CompressKV + ChunkKV's chunks", "as compresskv",
+                  "as compresskv, summed per chunk of 10 tokens", "error-aware, m = 32",
+                  params::pooling({srh_count(), min_layer_tokens(), chunk_size()})};
+    m.needs_semantic_retrieval = m.needs_layer_error = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(retrieval_heads(a.prof->semantic_retrieval, static_cast<int>(a.params.integer("heads"))),
+             chunked<window_attention>{a.window(aggregation::shared), a.params.integer("chunk")},
+             error_aware(a.prof->layer_error, a.params.integer("min_layer_tokens")));
+  }
+};
 }  // namespace methods
 
 // Every registered method, in the order the docs list them.
@@ -338,7 +372,7 @@ using all_methods = std::tuple<methods::full, methods::random, methods::streamin
                                methods::pyramidkv, methods::adakv, methods::cake, methods::headkv,
                                methods::compresskv, methods::compresskv_uniform,
                                methods::adakv_compresskv, methods::knorm, methods::tova,
-                               methods::keydiff>;
+                               methods::keydiff, methods::chunkkv, methods::compresskv_chunk>;
 
 // Calls f(entry) for each registered method type, in registry order.
 template <class F>
