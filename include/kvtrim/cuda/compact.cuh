@@ -36,7 +36,7 @@ using elem_bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint16_
 // Copies rows [i0, i0 + nr) of head h (sources keep[i]) into smem, then (after `wait`) to
 // destination positions i (dst head h). Src and dst may be the same memory.
 template <class T, bool InPlace>
-__global__ void __launch_bounds__(256) move_rows_kernel(view3<T> k_src, view3<T> v_src, view3<T> k_dst,
+static __global__ void __launch_bounds__(256) move_rows_kernel(view3<T> k_src, view3<T> v_src, view3<T> k_dst,
                                                         view3<T> v_dst, const int* keep,
                                                         index_t keep_stride, const int* lengths,
                                                         int tiles_per_head, int tile_rows,

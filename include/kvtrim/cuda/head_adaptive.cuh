@@ -13,7 +13,7 @@ namespace kvtrim {
 namespace cuda {
 namespace detail {
 
-__global__ void __launch_bounds__(256) adaptive_count(const float* values, index_t c,
+static __global__ void __launch_bounds__(256) adaptive_count(const float* values, index_t c,
                                                       const select_state* st, int* above, int* eq) {
   const int h = blockIdx.y;
   const std::uint32_t t = st[0].prefix;
@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(256) adaptive_count(const float* values, index
   }
 }
 
-__global__ void adaptive_apportion(const select_state* st, const int* above, const int* eq,
+static __global__ void adaptive_apportion(const select_state* st, const int* above, const int* eq,
                                    int heads, index_t slots, index_t c, index_t w, double alpha,
                                    int* budgets) {
   if (threadIdx.x != 0) return;

@@ -21,7 +21,7 @@ constexpr int decode_warps = 8;
 constexpr int decode_unroll = 4;
 
 template <class T, int G, int EPL>
-__global__ void __launch_bounds__(decode_warps * 32) decode_partial_kernel(
+static __global__ void __launch_bounds__(decode_warps * 32) decode_partial_kernel(
     const float* q, view3<const T> K, view3<const T> V, const int* lengths, index_t chunk,
     int max_chunks, float scale, float* part_acc, float2* part_ml) {
   extern __shared__ float sm[];  // [warps][G][d] acc, then [warps][G] (m, l)
@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(decode_warps * 32) decode_partial_kernel(
   }
 }
 
-__global__ void decode_merge_kernel(const float* part_acc, const float2* part_ml,
+static __global__ void decode_merge_kernel(const float* part_acc, const float2* part_ml,
                                     const int* lengths, int group, int d, index_t chunk,
                                     int max_chunks, float* out) {
   const int qh = blockIdx.x, h = qh / group, g = qh % group;

@@ -38,7 +38,7 @@ __device__ inline void init_state(select_state& s, int k, int len) {
   s.trivial = k <= 0 ? 1 : (k >= len ? 2 : 0);
 }
 
-__global__ void select_init_budgets(const int* budgets, index_t n, index_t w, index_t len,
+static __global__ void select_init_budgets(const int* budgets, index_t n, index_t w, index_t len,
                                     select_state* st, unsigned* hist, int* lengths) {
   const int v = blockIdx.x;
   if (threadIdx.x == 0) {
@@ -50,14 +50,14 @@ __global__ void select_init_budgets(const int* budgets, index_t n, index_t w, in
   hist[v * 256 + threadIdx.x] = 0;
 }
 
-__global__ void select_init_fixed(int k, index_t len, select_state* st, unsigned* hist,
+static __global__ void select_init_fixed(int k, index_t len, select_state* st, unsigned* hist,
                                   int* counters, int ncounters) {
   if (threadIdx.x == 0) init_state(st[0], k, static_cast<int>(len));
   hist[threadIdx.x] = 0;
   for (int i = threadIdx.x; i < ncounters; i += blockDim.x) counters[i] = 0;
 }
 
-__global__ void __launch_bounds__(256) select_hist(const float* values, index_t row_stride,
+static __global__ void __launch_bounds__(256) select_hist(const float* values, index_t row_stride,
                                                    const select_state* st, unsigned* hist, int shift) {
   const int v = blockIdx.y;
   const select_state s = st[v];
@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(256) select_hist(const float* values, index_t 
   if (h[threadIdx.x]) atomicAdd(&hist[v * 256 + threadIdx.x], h[threadIdx.x]);
 }
 
-__global__ void select_pick(select_state* st, unsigned* hist, int shift) {
+static __global__ void select_pick(select_state* st, unsigned* hist, int shift) {
   const int v = blockIdx.x;
   if (st[v].trivial) return;
   if (threadIdx.x == 0) {
@@ -98,7 +98,7 @@ __global__ void select_pick(select_state* st, unsigned* hist, int shift) {
   hist[v * 256 + threadIdx.x] = 0;
 }
 
-__global__ void __launch_bounds__(256) select_count(const float* values, index_t row_stride,
+static __global__ void __launch_bounds__(256) select_count(const float* values, index_t row_stride,
                                                     const select_state* st, int2* counts,
                                                     int chunks) {
   const int v = blockIdx.y;
@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(256) select_count(const float* values, index_t
   if (threadIdx.x == 0) counts[v * chunks + blockIdx.x] = make_int2(ra[0], re[0]);
 }
 
-__global__ void __launch_bounds__(256) select_write(const float* values, index_t row_stride,
+static __global__ void __launch_bounds__(256) select_write(const float* values, index_t row_stride,
                                                     const select_state* st, const int2* counts,
                                                     int chunks, int* keep, index_t keep_stride,
                                                     index_t c, index_t w) {
@@ -252,7 +252,7 @@ inline void select_top(const device_scores& s, const int* budgets, int* keep, in
 }
 
 namespace detail {
-__global__ void fill_ints(head_ints v, int* out) {
+static __global__ void fill_ints(head_ints v, int* out) {
   if (threadIdx.x < v.count) out[threadIdx.x] = v.v[threadIdx.x];
 }
 }  // namespace detail

@@ -17,13 +17,13 @@ __host__ __device__ inline std::uint64_t splitmix64(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
-__global__ void streaming_kernel(float* out, index_t c, index_t sinks) {
+static __global__ void streaming_kernel(float* out, index_t c, index_t sinks) {
   const index_t j = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j < c)
     out[blockIdx.y * c + j] = static_cast<float>(j < sinks ? c + (sinks - j) : j + 1);
 }
 
-__global__ void random_kernel(float* out, index_t c, std::uint64_t seed, int layer,
+static __global__ void random_kernel(float* out, index_t c, std::uint64_t seed, int layer,
                               index_t kv_head_offset, bool shared) {
   const index_t j = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= c) return;

@@ -83,7 +83,7 @@ constexpr int score_tile = 256;  // candidates per scores block
 __host__ __device__ inline int padded_dim(index_t d) { return static_cast<int>((d + 3) / 4 * 4 + 4); }
 
 template <class T>
-__global__ void __launch_bounds__(256) window_logits_kernel(view3<const T> K, view3<const T> Q,
+static __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T> K, view3<const T> Q,
                                                             head_table tab, index_t n, index_t w,
                                                             float scale, float* logits,
                                                             float2* tile_stats) {
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T> K, vi
   }
 }
 
-__global__ void window_normalise_kernel(const float2* tile_stats, index_t nb, float2* norm) {
+static __global__ void window_normalise_kernel(const float2* tile_stats, index_t nb, float2* norm) {
   const index_t row = blockIdx.x;
   const float2* st = tile_stats + row * nb;
   __shared__ float red_m[256];
@@ -186,7 +186,7 @@ __global__ void window_normalise_kernel(const float2* tile_stats, index_t nb, fl
   if (threadIdx.x == 0) norm[row] = make_float2(m, static_cast<float>(1.0 / red_z[0]));
 }
 
-__global__ void __launch_bounds__(score_tile) window_scores_kernel(
+static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
     const float* logits, const float2* norm, head_table tab, index_t c, index_t w,
     window_params prm, float* scores, double* stats) {
   extern __shared__ float raw[];  // [score_tile + 2p]
