@@ -28,7 +28,9 @@ if [ "$WHAT" = all ] || [ "$WHAT" = build ]; then
   step "configure + build (nvcc $(nvcc --version | tail -1))"
   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DKVTRIM_BUILD_EXAMPLES=OFF \
     -DKVTRIM_BUILD_TESTS=OFF -DKVTRIM_CUDA=ON "${EXTRA[@]}" > "$LOG/configure.log" 2>&1 || { tail -30 "$LOG/configure.log"; exit 1; }
-  cmake --build build-gpu -j"$JOBS" --target kvtrim_cuda_tests kvtrim_cuda_bench > "$LOG/build.log" 2>&1 || { grep -E "error" "$LOG/build.log" | head -40; exit 1; }
+  for t in kvtrim_cuda_tests kvtrim_cuda_bench; do
+    cmake --build build-gpu -j"$JOBS" --target $t >> "$LOG/build.log" 2>&1 || { status=1; grep -E "error" "$LOG/build.log" | head -20; }
+  done
 fi
 T=build-gpu/tests/cuda/kvtrim_cuda_tests
 B=build-gpu/bench/cuda/kvtrim_cuda_bench
