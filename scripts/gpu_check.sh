@@ -49,7 +49,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
   timeout 100 "$B" > "$LOG/kvtrim_bench.jsonl" 2> "$LOG/kvtrim_bench.err" || { status=1; tail -5 "$LOG/kvtrim_bench.err"; }
   PEER="${KVPRESS_BENCH:-}"
   [ -z "$PEER" ] && for p in ../shared/peers/kvpress_layer_bench.py third_party/peers/kvpress_layer_bench.py; do [ -f "$p" ] && PEER="$p" && break; done
-  if [ -n "$PEER" ] && python3 -c 'import kvpress' 2>/dev/null; then
+  if [ -n "$PEER" ] && python3 -c 'import importlib.util as u, sys; sys.exit(u.find_spec("kvpress") is None)'; then
     step "kvpress peer ($PEER)"
     PYTHONUNBUFFERED=1 timeout 130 python3 "$PEER" > "$LOG/kvpress.jsonl" 2> "$LOG/kvpress.err" || tail -5 "$LOG/kvpress.err"
   else

@@ -98,9 +98,11 @@ host_layer<T> random_layer(int H, int G, int d, kvtrim::index_t n, kvtrim::index
 }
 
 // Planted layer: per KV head a direction u; window queries of its G heads are (1 + 0.1 i) * u *
-// sqrt(d); most keys are exactly 0 (all equal scores), `planted[h]` tokens at spaced positions
-// get keys (2 + 0.05 rank) * u, so their scores are strictly graded by 5 % steps -- far beyond
-// any f32 rounding -- and equal-score groups are exact ties broken by index on both paths.
+// sqrt(d); the other keys are exactly 0; `planted[h]` tokens at spaced positions (8 apart or
+// more, so max-7 pooling windows never overlap) get keys (2 + 4 rank / P) * u, so their scores
+// are strictly graded by steps far beyond any f32 rounding, and a planted token's pooling
+// neighbours are exact ties broken by index on both paths. Budgets should stay below ~7 P + w:
+// the host's blockwise softmax gives the all-zero keys scores that differ in the last bit.
 template <class T>
 host_layer<T> planted_layer(int H, int G, int d, kvtrim::index_t n, kvtrim::index_t w, layout lay,
                             unsigned seed, const std::vector<int>& planted) {
@@ -122,7 +124,7 @@ host_layer<T> planted_layer(int H, int G, int d, kvtrim::index_t n, kvtrim::inde
     const kvtrim::index_t step = P > 0 ? std::max<kvtrim::index_t>(1, c / P) : 1;
     for (int r = 0; r < P && r * step < c; ++r) {
       const kvtrim::index_t t = (r * step + static_cast<kvtrim::index_t>(h) * 3) % c;
-      const float a = 2.0f + 0.05f * static_cast<float>((r * 37) % P);
+      const float a = 2.0f + 4.0f * static_cast<float>((r * 37) % P) / static_cast<float>(P);
       for (int e = 0; e < d; ++e) L.k[L.at(h, t, e)] = val<T>(a * u[static_cast<size_t>(e)]);
     }
     for (int g = 0; g < G; ++g)

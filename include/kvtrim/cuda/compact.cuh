@@ -12,6 +12,7 @@
 // on is already running and never waits on a later one; no deadlock, no second buffer). Rows
 // already in place (keep[i] == i, the untouched prefix) are not rewritten. Any strides; 16-byte
 // vector copies when rows are contiguous and aligned.
+#include <algorithm>
 #include <type_traits>
 
 #include "kvtrim/cuda/common.cuh"
@@ -39,76 +40,99 @@ template <class T, bool InPlace>
 static __global__ void __launch_bounds__(256) move_rows_kernel(view3<T> k_src, view3<T> v_src, view3<T> k_dst,
                                                         view3<T> v_dst, const int* keep,
                                                         index_t keep_stride, const int* lengths,
-                                                        int tiles_per_head, int tile_rows,
+                                                        int tile_rows,
                                                         unsigned* ticket, int* flags) {
   extern __shared__ uint4 stage4[];
-  __shared__ int tk;
-  if (threadIdx.x == 0) tk = static_cast<int>(atomicAdd(ticket, 1u));
-  __syncthreads();
-  const int t = tk;
+  __shared__ int tk, sh_total, sh_first[max_kv_heads + 1];
   const int heads = static_cast<int>(k_src.heads());
-  const int tensor = t / (heads * tiles_per_head), rest = t % (heads * tiles_per_head);
-  const int h = rest / tiles_per_head, tile = rest % tiles_per_head;
-  const view3<T> src = tensor == 0 ? k_src : v_src;
-  const view3<T> dst = tensor == 0 ? k_dst : v_dst;
-  const int* kp = keep + h * keep_stride;
-  const int len = lengths[h];
-  const int i0 = tile * tile_rows;
-  const int nr = len - i0 < tile_rows ? (len - i0 > 0 ? len - i0 : 0) : tile_rows;
-  const int d = static_cast<int>(src.dim());
-  const bool vec = row_io<T>{src}.vector_ok() && row_io<T>{dst}.vector_ok();
-  using E = elem_bits<T>;
-  // 1. read
-  if (vec) {
-    const int per_row = d * static_cast<int>(sizeof(T)) / 16;
-    for (int idx = threadIdx.x; idx < nr * per_row; idx += blockDim.x) {
-      const int r = idx / per_row, q = idx % per_row;
-      const int from = kp[i0 + r];
-      if (InPlace && from == i0 + r) continue;
-      stage4[idx] = reinterpret_cast<const uint4*>(src.row(h, from))[q];
+  if (threadIdx.x == 0) {  // tiles that exist: per (tensor, head) ceil(len / tile_rows)
+    int total = 0;
+    for (int h = 0; h < heads; ++h) {
+      sh_first[h] = total;
+      total += (lengths[h] + tile_rows - 1) / tile_rows;
     }
-  } else {
-    E* stage = reinterpret_cast<E*>(stage4);
-    for (int idx = threadIdx.x; idx < nr * d; idx += blockDim.x) {
-      const int r = idx / d, e = idx % d;
-      const int from = kp[i0 + r];
-      if (InPlace && from == i0 + r) continue;
-      stage[idx] = reinterpret_cast<const E&>(src(h, from, e));
-    }
+    sh_first[heads] = total;
+    sh_total = 2 * total;
   }
   __syncthreads();
-  if (InPlace) {
-    if (threadIdx.x == 0) {
-      __threadfence();
-      atomicExch(flags + t, 1);
-      // 2. wait for earlier tiles of this head that read rows in [i0, i0 + nr)
-      if (nr > 0)
-        for (int x = tile - 1; x >= 0; --x) {
-          const int last = (x + 1) * tile_rows - 1;
-          if (kp[last < len ? last : len - 1] < i0) break;
+  const int per_tensor = sh_first[heads];
+  using E = elem_bits<T>;
+  const int d = static_cast<int>(k_src.dim());
+  const bool vec = row_io<T>{k_src}.vector_ok() && row_io<T>{k_dst}.vector_ok() &&
+                   row_io<T>{v_src}.vector_ok() && row_io<T>{v_dst}.vector_ok();
+  const int per_row = d * static_cast<int>(sizeof(T)) / 16;
+  for (;;) {  // a persistent grid: tickets in order, one tile each
+    if (threadIdx.x == 0) tk = static_cast<int>(atomicAdd(ticket, 1u));
+    __syncthreads();
+    const int t = tk;
+    if (t >= sh_total) return;
+    const int tensor = t / per_tensor, rest = t % per_tensor;
+    int h = 0;
+    while (sh_first[h + 1] <= rest) ++h;
+    const int tile = rest - sh_first[h];
+    const view3<T> src = tensor == 0 ? k_src : v_src;
+    const view3<T> dst = tensor == 0 ? k_dst : v_dst;
+    const int* kp = keep + h * keep_stride;
+    const int len = lengths[h];
+    const int i0 = tile * tile_rows;
+    const int nr = len - i0 < tile_rows ? len - i0 : tile_rows;
+    // 1. read
+    if (vec) {
+      for (int idx = threadIdx.x; idx < nr * per_row; idx += blockDim.x) {
+        const int r = idx / per_row, q = idx % per_row;
+        const int from = kp[i0 + r];
+        if (InPlace && from == i0 + r) continue;
+        stage4[idx] = reinterpret_cast<const uint4*>(src.row(h, from))[q];
+      }
+    } else {
+      E* stage = reinterpret_cast<E*>(stage4);
+      for (int idx = threadIdx.x; idx < nr * d; idx += blockDim.x) {
+        const int r = idx / d, e = idx % d;
+        const int from = kp[i0 + r];
+        if (InPlace && from == i0 + r) continue;
+        stage[idx] = reinterpret_cast<const E&>(src(h, from, e));
+      }
+    }
+    __syncthreads();
+    if (InPlace) {
+      if (threadIdx.x == 0) {
+        __threadfence();
+        atomicExch(flags + t, 1);
+        // 2. wait for the earlier tiles of this head that read rows in [i0, i0 + nr): reads
+        // ascend with the tile, so they are the tiles x < tile with first read < i0 + nr
+        // (binary search for the last one) and last read >= i0 (walk down from it).
+        int lo = 0, hi = tile;  // last x in [0, tile) with kp[x * tile_rows] < i0 + nr, or -1
+        while (lo < hi) {
+          const int mid = (lo + hi) / 2;
+          if (kp[mid * tile_rows] < i0 + nr) lo = mid + 1;
+          else hi = mid;
+        }
+        for (int x = lo - 1; x >= 0; --x) {
+          if (kp[(x + 1) * tile_rows - 1] < i0) break;
           volatile int* f = flags + (t - tile + x);
           while (*f == 0) {
           }
         }
-      __threadfence();
+        __threadfence();
+      }
+      __syncthreads();
     }
-    __syncthreads();
-  }
-  // 3. write
-  if (vec) {
-    const int per_row = d * static_cast<int>(sizeof(T)) / 16;
-    for (int idx = threadIdx.x; idx < nr * per_row; idx += blockDim.x) {
-      const int r = idx / per_row, q = idx % per_row;
-      if (InPlace && kp[i0 + r] == i0 + r) continue;
-      reinterpret_cast<uint4*>(dst.row(h, i0 + r))[q] = stage4[idx];
+    // 3. write
+    if (vec) {
+      for (int idx = threadIdx.x; idx < nr * per_row; idx += blockDim.x) {
+        const int r = idx / per_row, q = idx % per_row;
+        if (InPlace && kp[i0 + r] == i0 + r) continue;
+        reinterpret_cast<uint4*>(dst.row(h, i0 + r))[q] = stage4[idx];
+      }
+    } else {
+      const E* stage = reinterpret_cast<const E*>(stage4);
+      for (int idx = threadIdx.x; idx < nr * d; idx += blockDim.x) {
+        const int r = idx / d, e = idx % d;
+        if (InPlace && kp[i0 + r] == i0 + r) continue;
+        reinterpret_cast<E&>(dst(h, i0 + r, e)) = stage[idx];
+      }
     }
-  } else {
-    const E* stage = reinterpret_cast<const E*>(stage4);
-    for (int idx = threadIdx.x; idx < nr * d; idx += blockDim.x) {
-      const int r = idx / d, e = idx % d;
-      if (InPlace && kp[i0 + r] == i0 + r) continue;
-      reinterpret_cast<E&>(dst(h, i0 + r, e)) = stage[idx];
-    }
+    __syncthreads();  // the stage and tk are reused by the next ticket
   }
 }
 
@@ -146,10 +170,15 @@ void move_rows(const view3<T>& ks, const view3<T>& vs, const view3<T>& kd, const
   check_workspace(need, ws, bytes, who);
   if (tiles == 0) return;
   check_cuda(cudaMemsetAsync(ws, 0, need.bytes(), stream), "cudaMemsetAsync");
-  const unsigned blocks = static_cast<unsigned>(2 * ks.heads() * tiles);
+  kvtrim::detail::require(ks.heads() <= max_kv_heads, who, ": ", ks.heads(), " KV heads, at most ",
+                          max_kv_heads);
+  // A persistent grid (tiles are taken by ticket): enough blocks to fill the GPU, never more
+  // than the tiles that can exist.
   const std::size_t smem = static_cast<std::size_t>(rows) * ks.dim() * sizeof(T);
+  const index_t most = 2 * ks.heads() * tiles;
+  const unsigned blocks = static_cast<unsigned>(std::min<index_t>(most, 8 * device_sms()));
   move_rows_kernel<T, InPlace><<<blocks, 256, smem, stream>>>(ks, vs, kd, vd, keep, keep_stride,
-                                                              lengths, tiles, rows, ticket, flags);
+                                                              lengths, rows, ticket, flags);
   check_launch(who);
 }
 

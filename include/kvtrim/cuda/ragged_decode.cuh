@@ -10,6 +10,8 @@
 // strided too). A head of length 0 gives zeros, as on the host.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include "kvtrim/cuda/common.cuh"
 
@@ -20,17 +22,59 @@ namespace detail {
 constexpr int decode_warps = 8;
 constexpr int decode_unroll = 4;
 
-template <class T, int G, int EPL>
+// EPL elements of one row into f32: contiguous lane slice [lane * EPL, +EPL) in one vector load
+// (VEC: stride_dim 1, d == 32 * EPL, rows aligned), else elements lane + 32 i, strided.
+template <class T, int EPL, bool VEC>
+__device__ __forceinline__ void load_slice(const T* row, index_t sd, int d, int lane, float (&out)[EPL]) {
+  if constexpr (VEC) {
+    constexpr int bytes = EPL * static_cast<int>(sizeof(T));
+    using word = std::conditional_t<sizeof(T) == 4, unsigned, unsigned short>;
+    union {
+      uint4 q[(bytes + 15) / 16];
+      uint2 h2;
+      unsigned h1;
+      unsigned short h0;
+      word w[EPL];
+    } u;
+    const char* p = reinterpret_cast<const char*>(row + lane * EPL);
+    if constexpr (bytes >= 16) {
+#pragma unroll
+      for (int i = 0; i < bytes / 16; ++i) u.q[i] = reinterpret_cast<const uint4*>(p)[i];
+    } else if constexpr (bytes == 8) {
+      u.h2 = *reinterpret_cast<const uint2*>(p);
+    } else if constexpr (bytes == 4) {
+      u.h1 = *reinterpret_cast<const unsigned*>(p);
+    } else {
+      u.h0 = *reinterpret_cast<const unsigned short*>(p);
+    }
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      if constexpr (std::is_same_v<std::remove_const_t<T>, float>) out[i] = __uint_as_float(u.w[i]);
+      else if constexpr (std::is_same_v<std::remove_const_t<T>, bfloat16>) out[i] = __uint_as_float(unsigned(u.w[i]) << 16);
+      else out[i] = __half2float(__ushort_as_half(u.w[i]));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      const int e = lane + 32 * i;
+      out[i] = e < d ? load_f32(row + e * sd) : 0.0f;
+    }
+  }
+}
+
+template <class T, int G, int EPL, bool VEC>
 static __global__ void __launch_bounds__(decode_warps * 32) decode_partial_kernel(
     const float* q, view3<const T> K, view3<const T> V, const int* lengths, index_t chunk,
     int max_chunks, float scale, float* part_acc, float2* part_ml) {
   extern __shared__ float sm[];  // [warps][G][d] acc, then [warps][G] (m, l)
+  constexpr int U = EPL >= 4 ? 4 : 8;  // tokens per warp step: loads in flight before the math
   const int h = blockIdx.y, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int d = static_cast<int>(K.dim());
   const index_t len = lengths[h];
   const index_t b0 = static_cast<index_t>(blockIdx.x) * chunk;
   if (b0 >= len) return;
   const index_t end = b0 + chunk < len ? b0 + chunk : len;
+  auto elem = [&](int i) { return VEC ? lane * EPL + i : lane + 32 * i; };
   float qr[G][EPL], acc[G][EPL], m[G], l[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
@@ -38,24 +82,21 @@ static __global__ void __launch_bounds__(decode_warps * 32) decode_partial_kerne
     l[g] = 0.0f;
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
-      const int e = lane + 32 * i;
+      const int e = elem(i);
       qr[g][i] = e < d ? q[(static_cast<index_t>(h) * G + g) * d + e] * scale : 0.0f;
       acc[g][i] = 0.0f;
     }
   }
-  constexpr int U = decode_unroll;
+  const T* k0 = K.row(h, 0);
+  const T* v0 = V.row(h, 0);
+  const index_t kst = K.stride_token(), vst = V.stride_token(), ksd = K.stride_dim(), vsd = V.stride_dim();
   for (index_t base = b0 + warp * U; base < end; base += decode_warps * U) {
     float kv[U][EPL], vv[U][EPL];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const index_t t = base + u;
-#pragma unroll
-      for (int i = 0; i < EPL; ++i) {
-        const int e = lane + 32 * i;
-        const bool ok = t < end && e < d;
-        kv[u][i] = ok ? load_f32(&K(h, t, e)) : 0.0f;
-        vv[u][i] = ok ? load_f32(&V(h, t, e)) : 0.0f;
-      }
+      const index_t t = base + u < end ? base + u : end - 1;  // clamped: read, then masked
+      load_slice<T, EPL, VEC>(k0 + t * kst, ksd, d, lane, kv[u]);
+      load_slice<T, EPL, VEC>(v0 + t * vst, vsd, d, lane, vv[u]);
     }
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -65,10 +106,15 @@ static __global__ void __launch_bounds__(decode_warps * 32) decode_partial_kerne
         float x = 0.0f;
 #pragma unroll
         for (int i = 0; i < EPL; ++i) x += qr[g][i] * kv[u][i];
-#pragma unroll
-        for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
-        s[u] = base + u < end ? x : -INFINITY;
+        s[u] = x;
       }
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2)
+#pragma unroll
+        for (int u = 0; u < U; ++u) s[u] += __shfl_xor_sync(0xffffffffu, s[u], o);
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (base + u >= end) s[u] = -INFINITY;
       float mx = m[g];
 #pragma unroll
       for (int u = 0; u < U; ++u) mx = fmaxf(mx, s[u]);
@@ -96,7 +142,7 @@ static __global__ void __launch_bounds__(decode_warps * 32) decode_partial_kerne
   for (int g = 0; g < G; ++g) {
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
-      const int e = lane + 32 * i;
+      const int e = elem(i);
       if (e < d) sacc[(warp * G + g) * d + e] = acc[g][i];
     }
     if (lane == 0) sml[warp * G + g] = make_float2(m[g], l[g]);
@@ -160,17 +206,37 @@ inline arena decode_layout(void* base, index_t heads, int group, index_t dim, in
   return a;
 }
 
+template <class T, int G, int EPL, bool VEC>
+void launch_decode_v(const float* q, const view3<const T>& K, const view3<const T>& V,
+                     const int* lengths, index_t chunk, int max_chunks, float scale, float* acc,
+                     float2* ml, cudaStream_t stream) {
+  const std::size_t smem = sizeof(float) * decode_warps * G * K.dim() + sizeof(float2) * decode_warps * G;
+  if (smem > 48 * 1024)
+    check_cuda(cudaFuncSetAttribute(decode_partial_kernel<T, G, EPL, VEC>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute");
+  decode_partial_kernel<T, G, EPL, VEC><<<dim3(max_chunks, static_cast<unsigned>(K.heads())),
+                                          decode_warps * 32, smem, stream>>>(q, K, V, lengths, chunk,
+                                                                             max_chunks, scale, acc, ml);
+}
+
+template <class T>
+bool rows_vectorisable(const view3<const T>& v, int epl) {
+  const auto a = static_cast<index_t>(sizeof(T)) * epl;  // bytes per lane slice
+  return v.stride_dim() == 1 && v.dim() == 32 * epl && (a == 2 || a == 4 || a == 8 || a % 16 == 0) &&
+         reinterpret_cast<std::uintptr_t>(v.data()) % static_cast<std::uintptr_t>(a < 16 ? a : 16) == 0 &&
+         (v.stride_token() * static_cast<index_t>(sizeof(T))) % (a < 16 ? a : 16) == 0 &&
+         (v.stride_head() * static_cast<index_t>(sizeof(T))) % (a < 16 ? a : 16) == 0;
+}
+
 template <class T, int G, int EPL>
 void launch_decode(const float* q, const view3<const T>& K, const view3<const T>& V,
                    const int* lengths, index_t chunk, int max_chunks, float scale, float* acc,
                    float2* ml, cudaStream_t stream) {
-  const std::size_t smem = sizeof(float) * decode_warps * G * K.dim() + sizeof(float2) * decode_warps * G;
-  check_cuda(cudaFuncSetAttribute(decode_partial_kernel<T, G, EPL>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-             "cudaFuncSetAttribute");
-  decode_partial_kernel<T, G, EPL><<<dim3(max_chunks, static_cast<unsigned>(K.heads())),
-                                     decode_warps * 32, smem, stream>>>(q, K, V, lengths, chunk,
-                                                                        max_chunks, scale, acc, ml);
+  if (rows_vectorisable(K, EPL) && rows_vectorisable(V, EPL))
+    launch_decode_v<T, G, EPL, true>(q, K, V, lengths, chunk, max_chunks, scale, acc, ml, stream);
+  else
+    launch_decode_v<T, G, EPL, false>(q, K, V, lengths, chunk, max_chunks, scale, acc, ml, stream);
 }
 
 template <class T, int G>

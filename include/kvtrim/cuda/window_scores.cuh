@@ -13,6 +13,7 @@
 //      odd kernel), summed over the row's heads (GQA per KV head, or one shared row).
 // Scores agree with the host's within f32 rounding (different summation order and expf).
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "kvtrim/core/layer_kv.hpp"
@@ -85,8 +86,8 @@ __host__ __device__ inline int padded_dim(index_t d) { return static_cast<int>((
 template <class T>
 static __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T> K, view3<const T> Q,
                                                             head_table tab, index_t n, index_t w,
-                                                            float scale, float* logits,
-                                                            float2* tile_stats) {
+                                                            float scale, bool vec_k,
+                                                            float* logits, float2* tile_stats) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   const int g = blockIdx.y;
@@ -97,10 +98,31 @@ static __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T
   const index_t nb = gridDim.x;
   float* ks = smem;                       // [logit_keys][dp]
   float* qs = smem + logit_keys * dp;     // [logit_rows][dp]
-  for (int idx = threadIdx.x; idx < logit_keys * dp; idx += blockDim.x) {
-    const int key = idx / dp, e = idx % dp;
-    const index_t t = t0 + key;
-    ks[idx] = (e < d && t < n) ? load_f32(&K(g, t, e)) : 0.0f;
+  if (vec_k) {  // 16-byte loads: 16 / sizeof(T) elements of a row each
+    constexpr int per = 16 / static_cast<int>(sizeof(T));
+    const int cpr = d / per;  // chunks per row
+    for (int idx = threadIdx.x; idx < logit_keys * cpr; idx += blockDim.x) {
+      const int key = idx / cpr, c0 = (idx - key * cpr) * per;
+      const index_t t = t0 + key;
+      float* dst = ks + key * dp + c0;
+      if (t < n) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(K.row(g, t) + c0);
+        const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int i = 0; i < per; ++i) dst[i] = load_f32(v + i);
+      } else {
+#pragma unroll
+        for (int i = 0; i < per; ++i) dst[i] = 0.0f;
+      }
+    }
+    for (int idx = threadIdx.x; idx < logit_keys * (dp - d); idx += blockDim.x)
+      ks[(idx / (dp - d)) * dp + d + idx % (dp - d)] = 0.0f;  // the padding columns
+  } else {
+    for (int idx = threadIdx.x; idx < logit_keys * dp; idx += blockDim.x) {
+      const int key = idx / dp, e = idx % dp;
+      const index_t t = t0 + key;
+      ks[idx] = (e < d && t < n) ? load_f32(&K(g, t, e)) : 0.0f;
+    }
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows = nh * static_cast<int>(w);
@@ -326,12 +348,17 @@ device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const 
   const index_t nb = (n + detail::logit_keys - 1) / detail::logit_keys;
   const int dp = detail::padded_dim(d);
   const std::size_t smem = sizeof(float) * (detail::logit_keys + detail::logit_rows) * dp;
-  detail::check_cuda(cudaFuncSetAttribute(detail::window_logits_kernel<T>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)),
-                     "cudaFuncSetAttribute (head_dim too large?)");
+  if (smem > 48 * 1024)
+    detail::check_cuda(cudaFuncSetAttribute(detail::window_logits_kernel<T>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem)),
+                       "cudaFuncSetAttribute (head_dim too large?)");
+  constexpr index_t per = 16 / static_cast<index_t>(sizeof(T));
+  const bool vec_k = K.stride_dim() == 1 && d % per == 0 &&
+                     reinterpret_cast<std::uintptr_t>(K.data()) % 16 == 0 &&
+                     (K.stride_token() % per) == 0 && (K.stride_head() % per) == 0;
   detail::window_logits_kernel<T><<<dim3(static_cast<unsigned>(nb), tab.kv_heads), 256, smem, stream>>>(
-      K, in.queries, tab, n, w, 1.0f / std::sqrt(static_cast<float>(d)), logits, tiles);
+      K, in.queries, tab, n, w, 1.0f / std::sqrt(static_cast<float>(d)), vec_k, logits, tiles);
   detail::check_launch("window_logits_kernel");
   detail::window_normalise_kernel<<<static_cast<unsigned>(tab.count * w), 256, 0, stream>>>(tiles, nb, norm);
   detail::check_launch("window_normalise_kernel");
