@@ -107,7 +107,8 @@ void method_case(const char* name, Sel sel, Scorer sc, Alloc al, int H, int G, i
   std::vector<int> planted(static_cast<size_t>(H));
   for (int layer = 0; layer < shape.layers; ++layer) {
     for (int h = 0; h < H; ++h) {  // dense enough that no budget reaches the all-zero keys
-      int P = static_cast<int>(std::max<index_t>(1, (n - 8) / (8 + (h + layer) % 3)));
+      int P = static_cast<int>(std::min<index_t>(250 - 20 * ((h + layer) % 3),
+                                                 std::max<index_t>(1, (n - 8) / 8)));
       if (P % 37 == 0) --P;  // rank * 37 mod P must be a permutation
       planted[static_cast<size_t>(h)] = std::max(P, 1);
     }

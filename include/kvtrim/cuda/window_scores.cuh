@@ -27,7 +27,7 @@ namespace cuda {
 
 // Which query heads score which row: the host's detail::plan_heads, as a kernel parameter.
 struct head_table {
-  int kv_heads = 0, group = 0, rows = 0, count = 0;
+  int kv_heads = 0, group = 0, rows = 0, count = 0, dim = 0;
   bool shared = false;
   short local[max_q_heads] = {};          // contributing local query heads, ascending
   short first_of_kv[max_kv_heads + 1] = {};  // per KV head: its first index into `local`
@@ -45,6 +45,7 @@ head_table make_head_table(const layer_kv<T>& in, const std::vector<int>& heads,
                           max_q_heads);
   head_table t;
   t.kv_heads = static_cast<int>(in.kv_heads());
+  t.dim = static_cast<int>(in.keys.dim());
   t.group = static_cast<int>(p.group);
   t.rows = static_cast<int>(p.rows);
   t.count = static_cast<int>(p.count());
@@ -83,10 +84,21 @@ constexpr int score_tile = 256;  // candidates per scores block
 
 __host__ __device__ inline int padded_dim(index_t d) { return static_cast<int>((d + 3) / 4 * 4 + 4); }
 
+// Window queries of the plan heads in f32, pre-scaled by 1/sqrt(d) as the host does: row
+// i * w + t for plan head i (one block per row).
 template <class T>
-static __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T> K, view3<const T> Q,
+static __global__ void window_queries_kernel(view3<const T> Q, head_table tab, index_t w,
+                                             float scale, float* qf) {
+  const index_t row = blockIdx.x, i = row / w, t = row % w;
+  const int d = static_cast<int>(Q.dim());
+  for (int e = threadIdx.x; e < d; e += blockDim.x)
+    qf[row * d + e] = load_f32(&Q(tab.local[i], t, e)) * scale;
+}
+
+template <class T>
+static __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T> K, const float* qf,
                                                             head_table tab, index_t n, index_t w,
-                                                            float scale, bool vec_k,
+                                                            bool vec_k,
                                                             float* logits, float2* tile_stats) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -128,12 +140,11 @@ static __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T
   const int rows = nh * static_cast<int>(w);
   for (int rc0 = 0; rc0 < rows; rc0 += logit_rows) {
     __syncthreads();
+    // the pre-scaled f32 window queries (window_queries_kernel), rows h0 * w + rr
+    const float* qsrc = qf + (static_cast<index_t>(h0) * w + rc0) * d;
     for (int idx = threadIdx.x; idx < logit_rows * dp; idx += blockDim.x) {
-      const int r = idx / dp, e = idx % dp, rr = rc0 + r;
-      float v = 0.0f;
-      if (e < d && rr < rows)
-        v = load_f32(&Q(tab.local[h0 + rr / w], rr % w, e)) * scale;
-      qs[idx] = v;
+      const int r = idx / dp, e = idx - (idx / dp) * dp;
+      qs[idx] = (e < d && rc0 + r < rows) ? qsrc[r * d + e] : 0.0f;
     }
     __syncthreads();
     float acc[4][4] = {};
@@ -292,9 +303,11 @@ static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
 }
 
 template <class T>
-arena window_layout(void* base, const head_table& tab, index_t n, index_t w, float** logits,
-                    float2** tiles, float2** norm, float** scores, double** stats) {
+arena window_layout(void* base, const head_table& tab, index_t n, index_t w, index_t d,
+                    float** qf, float** logits, float2** tiles, float2** norm, float** scores,
+                    double** stats) {
   arena a(base);
+  *qf = a.take<float>(static_cast<size_t>(tab.count * w * d));
   const index_t c = n - w, rows = static_cast<index_t>(tab.count) * w;
   const index_t nb = (n + logit_keys - 1) / logit_keys;
   *logits = a.take<float>(static_cast<size_t>(rows * c));
@@ -310,10 +323,10 @@ arena window_layout(void* base, const head_table& tab, index_t n, index_t w, flo
 // Workspace bytes for window_scores on a layer of n prompt tokens and window w.
 template <class T>
 std::size_t window_scores_workspace_bytes(const head_table& tab, index_t n, index_t w) {
-  float *l, *s;
+  float *q, *l, *s;
   float2 *t, *m;
   double* st;
-  return detail::window_layout<T>(nullptr, tab, n, w, &l, &t, &m, &s, &st).bytes();
+  return detail::window_layout<T>(nullptr, tab, n, w, tab.dim, &q, &l, &t, &m, &s, &st).bytes();
 }
 
 // Scores one layer (in: device views, validated by the caller with check_scoring_input). The
@@ -322,11 +335,11 @@ template <class T>
 device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const window_params& prm,
                             void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
   const index_t n = in.prompt_length(), w = in.window(), c = n - w, d = in.keys.dim();
-  float *logits, *scores;
+  float *qf, *logits, *scores;
   float2 *tiles, *norm;
   double* stats;
-  const detail::arena need = detail::window_layout<T>(workspace, tab, n, w, &logits, &tiles, &norm,
-                                               &scores, &stats);
+  const detail::arena need = detail::window_layout<T>(workspace, tab, n, w, d, &qf, &logits, &tiles,
+                                                      &norm, &scores, &stats);
   detail::check_workspace(need, workspace, workspace_bytes, "window_scores");
   kvtrim::detail::check_kernel(prm.kernel);
   device_scores out;
@@ -357,8 +370,10 @@ device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const 
   const bool vec_k = K.stride_dim() == 1 && d % per == 0 &&
                      reinterpret_cast<std::uintptr_t>(K.data()) % 16 == 0 &&
                      (K.stride_token() % per) == 0 && (K.stride_head() % per) == 0;
+  detail::window_queries_kernel<T><<<static_cast<unsigned>(tab.count * w), 128, 0, stream>>>(
+      in.queries, tab, w, 1.0f / std::sqrt(static_cast<float>(d)), qf);
   detail::window_logits_kernel<T><<<dim3(static_cast<unsigned>(nb), tab.kv_heads), 256, smem, stream>>>(
-      K, in.queries, tab, n, w, 1.0f / std::sqrt(static_cast<float>(d)), vec_k, logits, tiles);
+      K, qf, tab, n, w, vec_k, logits, tiles);
   detail::check_launch("window_logits_kernel");
   detail::window_normalise_kernel<<<static_cast<unsigned>(tab.count * w), 256, 0, stream>>>(tiles, nb, norm);
   detail::check_launch("window_normalise_kernel");
