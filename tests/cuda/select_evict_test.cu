@@ -106,11 +106,11 @@ TEST(CudaSelect, AdaKVSplitMatchesHost) {
           kvtrim::model_shape shape{2, H * 4, H, 64, 0};
           for (index_t B : {index_t(4), index_t(40), index_t(300), n}) {
             kvtrim::head_adaptive<kvtrim::uniform> ada(alpha);
-            auto st = ada.plan(shape, B, n, w);
+            auto st = ada.begin(shape, B, n, w);
             const auto budgets = ada.head_budgets(st, 1, s);
             const auto want = kvtrim::select_top(s, budgets);
             kvtrim::uniform u;
-            auto ust = u.plan(shape, B, n, w);
+            auto ust = u.begin(shape, B, n, w);
             const auto inner = u.head_budgets(ust, 1, s);
             std::vector<int> ib(inner.begin(), inner.end());
             const auto got = run_select(s, ib, true, alpha);

@@ -2,7 +2,7 @@
 // A method on the device: cuda::compressor<Selector, Scorer, Allocator> takes the SAME role
 // objects as kvtrim::compressor (the registry's compositions) and maps each role type to its
 // device implementation through a trait, so a registered method gets its CUDA path by its roles:
-//   device_scorer<window_attention | cake_scores | streaming | random_scores | no_scores>
+//   device_scorer<window_attention | cake_scores | streaming | random_scores | knorm | no_scores>
 //   device_allocator<A>: plan-time allocators (uniform, pyramid, error_aware, head_pool,
 //     keep_all) run on the host ONCE per sequence in begin() and their per-layer, per-head
 //     budgets go to the device by value (no copy, no sync); head_adaptive<Inner> runs Inner at
@@ -33,6 +33,7 @@
 #include "kvtrim/cuda/simple_scores.cuh"
 #include "kvtrim/cuda/window_scores.cuh"
 #include "kvtrim/score/cake.hpp"
+#include "kvtrim/score/knorm.hpp"
 #include "kvtrim/score/random.hpp"
 #include "kvtrim/score/streaming.hpp"
 #include "kvtrim/score/window_attention.hpp"
@@ -106,6 +107,20 @@ struct device_scorer<random_scores> {
 };
 
 template <>
+struct device_scorer<knorm> {
+  static aggregation agg(const knorm&) { return aggregation::per_kv_head; }
+  template <class T>
+  static std::size_t workspace(const knorm&, const head_table& t, index_t n, index_t w) {
+    return simple_scores_workspace_bytes(t.kv_heads, n, w);
+  }
+  template <class T>
+  static device_scores score(const knorm&, int, const layer_kv<T>& kv, const head_table&, void* ws,
+                             std::size_t b, cudaStream_t st) {
+    return knorm_scores<T>(kv.keys, kv.prompt_length(), kv.window(), ws, b, st);
+  }
+};
+
+template <>
 struct device_scorer<no_scores> {
   static aggregation agg(const no_scores&) { return aggregation::shared; }
   template <class T>
@@ -175,7 +190,7 @@ class compressor {
       p.alloc = std::move(hp.alloc);
     } else {
       const plan_alloc& a = dalloc::plan_allocator(alloc_);
-      auto st = a.plan(shape(), p.budget, n, p.window);
+      auto st = a.begin(shape(), p.budget, n, p.window);
       for (int l = 0; l < shape().layers; ++l) {
         token_scores s = token_scores::make(true, shape().kv_heads, 0, n, p.window);
         p.head_budgets.push_back(a.head_budgets(st, l, s));
@@ -202,7 +217,7 @@ class compressor {
   void compress_layer(plan& p, int layer, const layer_kv<T>& kv, int* lengths_dev, void* ws,
                       std::size_t bytes, cudaStream_t stream, index_t* lengths_host = nullptr) const {
     const std::vector<int> heads = sel_.heads(layer, shape());
-    kvtrim::detail::check_scoring_input(layer, kv, heads, shape());
+    kvtrim::check_scoring_input(layer, kv, heads, shape());
     kvtrim::detail::require(kv.prompt_length() == p.prompt_length && kv.window() == p.window,
                             "cuda::compressor: layer ", layer, " holds ", kv.prompt_length(),
                             " tokens / window ", kv.window(), ", the plan was made for ",

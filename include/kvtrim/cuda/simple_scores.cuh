@@ -1,6 +1,7 @@
 #pragma once
-// Scorers that read no attention: StreamingLLM's sinks + recent and the random baseline, on the
-// device, bit-identical to score/streaming.hpp and score/random.hpp (integer arithmetic only).
+// Scorers that read no attention, on the device: StreamingLLM's sinks + recent and the random
+// baseline, bit-identical to score/streaming.hpp and score/random.hpp (integer arithmetic only),
+// and the key norm (score/knorm.hpp).
 #include <cstdint>
 
 #include "kvtrim/cuda/common.cuh"
@@ -33,6 +34,22 @@ static __global__ void random_kernel(float* out, index_t c, std::uint64_t seed, 
       splitmix64(seed ^ splitmix64((static_cast<std::uint64_t>(layer) << 32) ^ kv));
   out[blockIdx.y * c + j] =
       static_cast<float>(splitmix64(key + static_cast<std::uint64_t>(j)) >> 40) * (1.0f / 16777216.0f);
+}
+
+// -||k|| per candidate, summed in the host's order with no fused multiply-add (the host's
+// `sq += x * x` in f32), so the scores are bit-identical to score/knorm.hpp built without FMA
+// contraction (x86-64 without -march, or -ffp-contract=off); sqrtf is IEEE-rounded.
+template <class T>
+static __global__ void knorm_kernel(view3<const T> K, index_t c, float* out) {
+  const index_t j = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= c) return;
+  const int h = blockIdx.y;
+  float sq = 0.0f;
+  for (index_t e = 0; e < K.dim(); ++e) {
+    const float x = load_f32(&K(h, j, e));
+    sq = __fadd_rn(sq, __fmul_rn(x, x));
+  }
+  out[h * c + j] = -sqrtf(sq);
 }
 
 }  // namespace detail
@@ -81,6 +98,19 @@ inline device_scores random_scores_device(int kv_heads, index_t kv_head_offset, 
     detail::random_kernel<<<dim3(detail::blocks_for(s.candidates, 256), rows), 256, 0, stream>>>(
         s.values, s.candidates, seed, layer, kv_head_offset, shared);
     detail::check_launch("random_kernel");
+  }
+  return s;
+}
+
+template <class T>
+device_scores knorm_scores(const view3<const T>& keys, index_t n, index_t w, void* ws,
+                           std::size_t bytes, cudaStream_t stream) {
+  const int rows = static_cast<int>(keys.heads());
+  device_scores s = detail::simple_out(ws, bytes, rows, false, rows, n, w);
+  if (s.candidates > 0) {
+    detail::knorm_kernel<T><<<dim3(detail::blocks_for(s.candidates, 128), rows), 128, 0, stream>>>(
+        keys, s.candidates, s.values);
+    detail::check_launch("knorm_kernel");
   }
   return s;
 }

@@ -25,7 +25,7 @@
 namespace kvtrim {
 namespace cuda {
 
-// Which query heads score which row: the host's detail::plan_heads, as a kernel parameter.
+// Which query heads score which row: the host's detail::group_heads, as a kernel parameter.
 struct head_table {
   int kv_heads = 0, group = 0, rows = 0, count = 0, dim = 0;
   bool shared = false;
@@ -38,7 +38,7 @@ struct head_table {
 template <class T>
 head_table make_head_table(const layer_kv<T>& in, const std::vector<int>& heads,
                            const model_shape& shape, aggregation agg) {
-  const auto p = kvtrim::detail::plan_heads(in, heads, shape, agg);
+  const auto p = kvtrim::group_heads(in, heads, shape, agg);
   kvtrim::detail::require(in.kv_heads() <= max_kv_heads && p.count() <= max_q_heads,
                           "cuda: ", in.kv_heads(), " KV heads / ", p.count(),
                           " query heads per shard exceed the backend's ", max_kv_heads, " / ",
