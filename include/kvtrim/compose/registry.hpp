@@ -23,9 +23,11 @@
 #include "kvtrim/compose/params.hpp"
 #include "kvtrim/profile/profile.hpp"
 #include "kvtrim/score/cake.hpp"
+#include "kvtrim/score/keydiff.hpp"
 #include "kvtrim/score/knorm.hpp"
 #include "kvtrim/score/random.hpp"
 #include "kvtrim/score/streaming.hpp"
+#include "kvtrim/score/tova.hpp"
 #include "kvtrim/score/window_attention.hpp"
 #include "kvtrim/select/all_heads.hpp"
 #include "kvtrim/select/retrieval_heads.hpp"
@@ -41,6 +43,7 @@ struct method_info {
   bool needs_retrieval_reasoning = false;  // profile: retrieval-reasoning head scores
   bool needs_layer_error = false;          // profile: layer eviction-error weights
   bool cascades = false;  // re-trims earlier layers (compress_layer needs a layer_store)
+  bool evaluated_by_default = false;  // in `kvtrim eval`'s default --methods (the papers' set)
 
   bool needs_profile() const {
     return needs_semantic_retrieval || needs_retrieval_reasoning || needs_layer_error;
@@ -102,7 +105,11 @@ namespace methods {
 
 struct full {
   static constexpr const char* name = "full";
-  static method_info info() { return {name, "-", "-", "-", "keep all", {}}; }
+  static method_info info() {
+    method_info m{name, "-", "-", "-", "keep all", {}};
+    m.evaluated_by_default = true;
+    return m;
+  }
   template <class C>
   static auto build(C&& c, const build_args&) {
     return c(all_heads{}, no_scores{}, keep_all{});
@@ -126,8 +133,10 @@ struct random {
 struct streaming {
   static constexpr const char* name = "streaming";
   static method_info info() {
-    return {name, "StreamingLLM, Xiao et al. 2023 (arXiv:2309.17453)", "all", "4 sinks + recent",
+    method_info m{name, "StreamingLLM, Xiao et al. 2023 (arXiv:2309.17453)", "all", "4 sinks + recent",
             "uniform", {params::integer("sinks", "4", 0, params::unbounded, "attention-sink tokens")}};
+    m.evaluated_by_default = true;
+    return m;
   }
   template <class C>
   static auto build(C&& c, const build_args& a) {
@@ -141,8 +150,10 @@ struct streaming {
 struct snapkv {
   static constexpr const char* name = "snapkv";
   static method_info info() {
-    return {name, "SnapKV, Li et al. 2024 (arXiv:2404.14469)", "all",
+    method_info m{name, "SnapKV, Li et al. 2024 (arXiv:2404.14469)", "all",
             "window attention, max pool k=7, per KV head", "uniform", params::pooling()};
+    m.evaluated_by_default = true;
+    return m;
   }
   template <class C>
   static auto build(C&& c, const build_args& a) {
@@ -153,10 +164,12 @@ struct snapkv {
 struct pyramidkv {
   static constexpr const char* name = "pyramidkv";
   static method_info info() {
-    return {name, "PyramidKV, Cai et al. 2024 (arXiv:2406.02069)", "all", "as snapkv",
+    method_info m{name, "PyramidKV, Cai et al. 2024 (arXiv:2406.02069)", "all", "as snapkv",
             "pyramid, β = 20",
             params::pooling({params::integer("beta", "20", 1, params::unbounded,
                                              "top layer's share: B_top = B / beta")})};
+    m.evaluated_by_default = true;
+    return m;
   }
   template <class C>
   static auto build(C&& c, const build_args& a) {
@@ -167,9 +180,11 @@ struct pyramidkv {
 struct adakv {
   static constexpr const char* name = "adakv";
   static method_info info() {
-    return {name, "Ada-KV, Feng et al. 2024 (arXiv:2407.11550)", "all", "as snapkv",
+    method_info m{name, "Ada-KV, Feng et al. 2024 (arXiv:2407.11550)", "all", "as snapkv",
             "head-adaptive within a layer, α = 0.2",
             params::pooling({params::real("alpha", "0.2", 0, 1, "floor: share split evenly")})};
+    m.evaluated_by_default = true;
+    return m;
   }
   template <class C>
   static auto build(C&& c, const build_args& a) {
@@ -186,6 +201,7 @@ struct cake {
                                    params::real("tau1", "1", 1e-9, 1e9, "entropy temperature"),
                                    params::real("tau2", "1", 1e-9, 1e9, "variance temperature")})};
     m.cascades = true;
+    m.evaluated_by_default = true;
     return m;
   }
   template <class C>
@@ -209,6 +225,7 @@ struct headkv {
                                    params::choice("total", "exact", {"exact", "formula"},
                                                   "exact L*H*B total, or the paper's formula")})};
     m.needs_retrieval_reasoning = true;
+    m.evaluated_by_default = true;
     return m;
   }
   template <class C>
@@ -235,6 +252,7 @@ struct compresskv {
                   "top-4 semantic retrieval heads", "window attention, one shared set per layer",
                   "error-aware, m = 32", params::pooling({srh_count(), min_layer_tokens()})};
     m.needs_semantic_retrieval = m.needs_layer_error = true;
+    m.evaluated_by_default = true;
     return m;
   }
   template <class C>
@@ -289,13 +307,38 @@ struct knorm {
     return c(all_heads{}, kvtrim::knorm{}, uniform{});
   }
 };
+
+struct tova {
+  static constexpr const char* name = "tova";
+  static method_info info() {
+    return {name, "TOVA, Oren et al. 2024 (arXiv:2401.06104)", "all",
+            "last token's attention, one shared set per layer", "uniform", {}};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args&) {
+    return c(all_heads{}, kvtrim::tova{}, uniform{});
+  }
+};
+
+struct keydiff {
+  static constexpr const char* name = "keydiff";
+  static method_info info() {
+    return {name, "KeyDiff, Park et al. 2025 (arXiv:2504.15364)", "all",
+            "key dissimilarity to the mean key, per KV head", "uniform", {}};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args&) {
+    return c(all_heads{}, kvtrim::keydiff{}, uniform{});
+  }
+};
 }  // namespace methods
 
 // Every registered method, in the order the docs list them.
 using all_methods = std::tuple<methods::full, methods::random, methods::streaming, methods::snapkv,
                                methods::pyramidkv, methods::adakv, methods::cake, methods::headkv,
                                methods::compresskv, methods::compresskv_uniform,
-                               methods::adakv_compresskv, methods::knorm>;
+                               methods::adakv_compresskv, methods::knorm, methods::tova,
+                               methods::keydiff>;
 
 // Calls f(entry) for each registered method type, in registry order.
 template <class F>
