@@ -45,6 +45,13 @@ namespace cuda {
 template <class Scorer>
 struct device_scorer;  // no device path for this scorer (a compile error names it)
 
+// Whether a scorer has a device path (cuda::make_method reports the others at run time).
+template <class Scorer, class = void>
+struct has_device_scorer : std::false_type {};
+template <class Scorer>
+struct has_device_scorer<Scorer, std::void_t<decltype(sizeof(device_scorer<Scorer>))>>
+    : std::true_type {};
+
 template <>
 struct device_scorer<window_attention> {
   static aggregation agg(const window_attention& s) { return s.aggregate; }

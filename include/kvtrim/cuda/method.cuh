@@ -10,6 +10,8 @@
 //   std::size_t bytes = seq->workspace_bytes(kv_heads, kvtrim::cuda::element::bf16);
 //   seq->compress_layer(layer, kv, lengths_dev, ws, bytes, stream);   // kv: device views
 //
+// Methods whose token scorer has no device specialisation (tova, keydiff so far) are rejected by
+// make_method with a kvtrim::error naming them.
 // seq->syncs() says whether a layer's step syncs the stream (CAKE: its cascade reads two
 // doubles on the host). CAKE's re-trims of earlier layers are not run on the device yet (each
 // layer is compacted to its budget when it arrives; docs/INTEGRATION.md, "GPU path").
@@ -88,10 +90,16 @@ struct method_impl final : method_base {
 struct device_composer {
   model_shape shape;
   compress_options options;
+  const char* name = "";
   template <class Sel, class Scorer, class Alloc>
   std::shared_ptr<const method_base> operator()(Sel sel, Scorer sc, Alloc al) const {
-    using C = compressor<Sel, Scorer, Alloc>;
-    return std::make_shared<method_impl<C>>(C(shape, options, std::move(sel), std::move(sc), std::move(al)));
+    if constexpr (has_device_scorer<Scorer>::value) {
+      using C = compressor<Sel, Scorer, Alloc>;
+      return std::make_shared<method_impl<C>>(C(shape, options, std::move(sel), std::move(sc), std::move(al)));
+    } else {
+      kvtrim::detail::fail("method '", name, "' has no CUDA path yet (its token scorer has no "
+                           "kvtrim::cuda::device_scorer specialisation)");
+    }
   }
 };
 
@@ -116,7 +124,8 @@ inline method make_method(const method_spec& spec, const model_shape& shape) {
   const param_set ps(spec.name, info.params, spec.params);
   kvtrim::detail::check_profile_for(info, spec.prof, shape);
   const build_args args{ps, spec.prof};
-  const detail::device_composer compose{shape, compress_options{spec.target, spec.window}};
+  const detail::device_composer compose{shape, compress_options{spec.target, spec.window},
+                                        spec.name.c_str()};
   method m;
   m.spec_ = spec;
   for_each_method([&](auto entry) {
