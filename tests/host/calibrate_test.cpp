@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "host/calibration.hpp"
-#include "host/compression.hpp"
-#include "host/gguf.hpp"
-#include "host/model.hpp"
-#include "host/runner.hpp"
-#include "host/tokenizer.hpp"
+#include "calibrate/calibration.hpp"
+#include "engine/compression.hpp"
+#include "engine/gguf.hpp"
+#include "engine/model.hpp"
+#include "engine/runner.hpp"
+#include "engine/tokenizer.hpp"
 #include "kvtrim/compose/method.hpp"
 #include "kvtrim/profile/profile.hpp"
 

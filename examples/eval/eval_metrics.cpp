@@ -1,4 +1,4 @@
-#include "host/eval_metrics.hpp"
+#include "eval/eval_metrics.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -8,7 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "host/haystack.hpp"
+#include "engine/haystack.hpp"
 
 namespace kvhost {
 

@@ -1,4 +1,4 @@
-#include "host/compression.hpp"
+#include "engine/compression.hpp"
 
 #include <chrono>
 

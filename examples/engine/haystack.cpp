@@ -1,4 +1,4 @@
-#include "host/haystack.hpp"
+#include "engine/haystack.hpp"
 
 #include <algorithm>
 #include <cctype>

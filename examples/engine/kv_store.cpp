@@ -1,4 +1,4 @@
-#include "host/kv_store.hpp"
+#include "engine/kv_store.hpp"
 
 #include <cstring>
 #include <new>

@@ -1,10 +1,10 @@
-#include "host/eval_runner.hpp"
+#include "eval/eval_runner.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
-#include "host/compression.hpp"
+#include "engine/compression.hpp"
 
 namespace kvhost {
 

@@ -1,4 +1,4 @@
-#include "host/gguf.hpp"
+#include "engine/gguf.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "host/tokenizer.hpp"
+#include "engine/tokenizer.hpp"
 
 namespace kvhost {
 

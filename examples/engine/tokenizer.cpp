@@ -1,6 +1,6 @@
-#include "host/tokenizer.hpp"
+#include "engine/tokenizer.hpp"
 
-#include "host/gguf.hpp"
+#include "engine/gguf.hpp"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -1,4 +1,4 @@
-#include "host/calibration.hpp"
+#include "calibrate/calibration.hpp"
 
 #include <algorithm>
 #include <array>
@@ -16,8 +16,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "host/compression.hpp"
-#include "host/haystack.hpp"
+#include "engine/compression.hpp"
+#include "engine/haystack.hpp"
 #include "kvtrim/attention/ragged_decode.hpp"
 #include "kvtrim/calibrate/layer_eviction_error.hpp"
 #include "kvtrim/calibrate/retrieval_reasoning_score.hpp"

@@ -6,8 +6,8 @@
 #include <memory>
 #include <vector>
 
-#include "host/kv_store.hpp"
-#include "host/model.hpp"
+#include "engine/kv_store.hpp"
+#include "engine/model.hpp"
 #include "kvtrim/compose/method.hpp"
 
 namespace kvhost {

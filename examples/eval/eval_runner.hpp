@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "host/kv_store.hpp"
-#include "host/model.hpp"
+#include "engine/kv_store.hpp"
+#include "engine/model.hpp"
 #include "kvtrim/compose/method.hpp"
 
 namespace kvhost {

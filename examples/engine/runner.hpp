@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "host/model.hpp"
-#include "host/tokenizer.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 #include "kvtrim/compose/method.hpp"
 
 namespace kvhost {

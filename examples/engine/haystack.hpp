@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "host/tokenizer.hpp"
+#include "engine/tokenizer.hpp"
 
 namespace kvhost {
 

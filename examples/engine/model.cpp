@@ -1,4 +1,4 @@
-#include "host/model.hpp"
+#include "engine/model.hpp"
 
 #include "kvtrim/attention/ragged_decode.hpp"
 

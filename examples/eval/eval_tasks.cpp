@@ -1,4 +1,4 @@
-#include "host/eval_tasks.hpp"
+#include "eval/eval_tasks.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -8,8 +8,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "host/eval_metrics.hpp"
-#include "host/haystack.hpp"
+#include "eval/eval_metrics.hpp"
+#include "engine/haystack.hpp"
 
 namespace kvhost {
 

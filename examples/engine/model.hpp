@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "host/gguf.hpp"
-#include "host/kv_store.hpp"
+#include "engine/gguf.hpp"
+#include "engine/kv_store.hpp"
 
 namespace kvhost {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "host/model.hpp"
-#include "host/tokenizer.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 #include "kvtrim/profile/profile.hpp"
 
 namespace kvhost {

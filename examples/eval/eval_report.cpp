@@ -1,4 +1,4 @@
-#include "host/eval_report.hpp"
+#include "eval/eval_report.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,12 +1,12 @@
-#include "host/runner.hpp"
+#include "engine/runner.hpp"
 
 #include <fstream>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
-#include "host/compression.hpp"
-#include "host/kv_store.hpp"
+#include "engine/compression.hpp"
+#include "engine/kv_store.hpp"
 
 namespace kvhost {
 
