@@ -3,13 +3,16 @@
 // model, feeding the library's accumulators (include/kvtrim/calibrate/) from a decode observer.
 // Haystacks and prompts come only from the L-Eval calibration files (never evaluation data).
 // Every trial's result is appended to a resume directory, so an interrupted run continues where
-// it stopped and ends with the same profile as one uninterrupted run.
+// it stopped and ends with the same profile as one uninterrupted run. The stages and their
+// resume files are one file each in this folder (docs/CALIBRATION.md, "The host side").
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "calibrate/sha256.hpp"
 #include "engine/model.hpp"
+#include "engine/needle.hpp"
 #include "engine/tokenizer.hpp"
 #include "kvtrim/profile/profile.hpp"
 
@@ -31,6 +34,10 @@ struct probe_needle {
 // Needles written for kvtrim (not CompressKV's or HeadKV's, not the demo's).
 const std::vector<probe_needle>& retrieval_needles();  // stage "heads": fact sentence + question
 const std::vector<probe_needle>& reasoning_needles();  // stage "reasoning": two entities + comparison
+
+// How the needle stages' prompts are built (engine/needle.hpp): the fact spliced in as tokens, so
+// its span is exact, and "Answer in one sentence." after the question.
+needle_layout calibration_needle_layout();
 
 // The calibration files: <data_dir>/leval/<name>.jsonl.
 const std::vector<std::string>& calibration_datasets();  // gov_report_summ, patent_summ, news_summ, financial_qa
@@ -99,11 +106,5 @@ struct calibration_result {
 // data, or a resume directory written with other settings.
 calibration_result calibrate(const model& m, const tokenizer& tok, const std::vector<int32_t>& stop_tokens,
                              const model_identity& id, const calibration_options& opt);
-
-// SHA-256 of a file, lower-case hex.
-std::string sha256_file(const std::string& path);
-
-// Word-level F1 of candidate vs reference (lower-cased alphanumeric words), in [0, 1].
-double word_f1(const std::string& candidate, const std::string& reference);
 
 }  // namespace kvhost

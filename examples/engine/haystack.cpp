@@ -1,13 +1,13 @@
 #include "engine/haystack.hpp"
 
 #include <algorithm>
-#include <cctype>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 namespace kvhost {
 
@@ -73,90 +73,6 @@ std::string generated_haystack(size_t chars) {
     out += pick(6) == 0 ? ".\n\n" : ". ";
   }
   return out;
-}
-
-needle classic_needle() {
-  return {"The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a "
-          "sunny day.",
-          "What is the best thing to do in San Francisco?",
-          "eat a sandwich and sit in Dolores Park on a sunny day",
-          "The best thing to do in San Francisco is"};
-}
-
-needle_prompt build_needle_prompt(const tokenizer& tok, const std::string& haystack,
-                                  int64_t target_tokens, double depth, const needle& nd) {
-  if (depth < 0.0 || depth > 1.0)
-    throw std::invalid_argument("needle depth " + std::to_string(depth) + " outside [0, 1]");
-  auto wrap = [&](const std::string& doc) {
-    const std::string user = "Read the document and answer the question.\n\n<document>\n" + doc +
-                             "\n</document>\n\nQuestion: " + nd.question +
-                             " Answer with the sentence from the document.";
-    return tok.apply_chat_template({{"user", user}}, true) + nd.answer_prefix;
-  };
-  const int64_t overhead =
-      static_cast<int64_t>(tok.encode(wrap(nd.fact), true).size());
-  if (target_tokens <= overhead + 16)
-    throw std::invalid_argument("needle prompt of " + std::to_string(target_tokens) +
-                                " tokens is too short (the question alone takes " +
-                                std::to_string(overhead) + ")");
-  // The haystack's first (target - overhead) tokens, decoded back to text.
-  std::vector<int> ids = tok.encode(haystack.substr(0, static_cast<size_t>(target_tokens) * 8), false);
-  const auto keep = static_cast<size_t>(target_tokens - overhead);
-  if (ids.size() < keep)
-    throw std::invalid_argument("haystack too short for a " + std::to_string(target_tokens) +
-                                "-token prompt");
-  ids.resize(keep);
-  std::string doc = tok.decode(ids);
-  // Insert at the depth, moved back to the end of the previous sentence.
-  auto at = static_cast<size_t>(depth * static_cast<double>(doc.size()));
-  if (depth >= 1.0) {
-    at = doc.size();
-  } else {
-    while (at > 0 && !(doc[at - 1] == '.' || doc[at - 1] == '\n')) --at;
-  }
-  const std::string sep = (at == 0 || doc[at - 1] == '\n') ? "" : " ";
-  doc.insert(at, sep + nd.fact + (at < doc.size() ? " " : ""));
-  needle_prompt p;
-  p.depth = depth;
-  p.needle_char = static_cast<int64_t>(at + sep.size());
-  p.document_chars = static_cast<int64_t>(doc.size());
-  p.text = wrap(doc);
-  const std::vector<int> t = tok.encode(p.text, true);
-  p.tokens.assign(t.begin(), t.end());
-  return p;
-}
-
-std::vector<std::string> words(const std::string& s) {
-  std::vector<std::string> out;
-  std::string w;
-  for (char c : s + " ") {
-    if (std::isalnum(static_cast<unsigned char>(c))) {
-      w += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    } else if (!w.empty()) {
-      out.push_back(w);
-      w.clear();
-    }
-  }
-  return out;
-}
-
-namespace {
-std::map<std::string, int> word_counts(const std::string& s) {
-  std::map<std::string, int> m;
-  for (const auto& w : words(s)) ++m[w];
-  return m;
-}
-}  // namespace
-
-double rouge1_recall(const std::string& candidate, const std::string& reference) {
-  const auto ref = word_counts(reference), cand = word_counts(candidate);
-  int total = 0, hit = 0;
-  for (const auto& [w, c] : ref) {
-    total += c;
-    auto it = cand.find(w);
-    if (it != cand.end()) hit += std::min(c, it->second);
-  }
-  return total == 0 ? 0.0 : static_cast<double>(hit) / total;
 }
 
 }  // namespace kvhost

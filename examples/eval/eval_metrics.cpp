@@ -8,7 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "engine/haystack.hpp"
+#include "engine/needle.hpp"
 
 namespace kvhost {
 

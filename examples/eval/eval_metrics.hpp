@@ -7,7 +7,7 @@
 namespace kvhost {
 
 // ROUGE-1 recall of the reference's words (lower-cased alphanumeric words, clipped counts):
-// the needle test's score. Same as haystack.hpp's rouge1_recall.
+// the needle test's score. Same as engine/needle.hpp's rouge1_recall.
 double needle_recall(const std::string& answer, const std::string& reference);
 
 // Passkey exact match: 1 when some maximal run of digits in the answer equals `passkey`.

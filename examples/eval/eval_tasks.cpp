@@ -10,6 +10,7 @@
 
 #include "eval/eval_metrics.hpp"
 #include "engine/haystack.hpp"
+#include "engine/needle.hpp"
 
 namespace kvhost {
 

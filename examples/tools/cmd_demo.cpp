@@ -8,6 +8,7 @@
 #include "commands.hpp"
 #include "engine/compression.hpp"
 #include "engine/haystack.hpp"
+#include "engine/needle.hpp"
 #include "engine/runner.hpp"
 #include "host_setup.hpp"
 #include "method_args.hpp"

@@ -12,6 +12,7 @@
 #include "engine/compression.hpp"
 #include "engine/gguf.hpp"
 #include "engine/haystack.hpp"
+#include "engine/needle.hpp"
 #include "engine/kv_store.hpp"
 #include "engine/model.hpp"
 #include "engine/runner.hpp"

@@ -22,6 +22,7 @@
 #include "eval/eval_tasks.hpp"
 #include "engine/gguf.hpp"
 #include "engine/haystack.hpp"
+#include "engine/needle.hpp"
 #include "engine/model.hpp"
 #include "engine/runner.hpp"
 #include "engine/tokenizer.hpp"
