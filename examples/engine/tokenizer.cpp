@@ -1,6 +1,10 @@
+// One file over 400 lines: the tokenizer's pimpl. Byte-level BPE, the PCRE2 pre-tokeniser, the
+// special-token matcher and the ChatML template are members of one impl struct that keeps PCRE2
+// out of tokenizer.hpp.
 #include "engine/tokenizer.hpp"
 
 #include "engine/gguf.hpp"
+#include "kvtrim/core/utf8.hpp"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -34,48 +38,10 @@ constexpr std::string_view chatml_default_open =
     "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n";
 constexpr std::string_view chatml_default_close = "<|im_end|>\n' }}{% endif %}";
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
-// Length of the well-formed UTF-8 sequence at s[i] (no overlongs, surrogates or > U+10FFFF),
-// 0 if there is none. Strict enough that PCRE2 can then skip its own check.
+// Length of the well-formed UTF-8 sequence at s[i], 0 if there is none. Strict enough that PCRE2
+// can then skip its own check.
 size_t utf8_sequence_length(std::string_view s, size_t i) {
-  const auto at = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = at(i);
-  size_t n = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) n = 2;
-  else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size() || at(i + 1) < lo || at(i + 1) > hi) return 0;
-  for (size_t k = 2; k < n; ++k)
-    if ((at(i + k) & 0xC0) != 0x80) return 0;
-  return n;
+  return kvtrim::utf8::sequence_length(reinterpret_cast<const unsigned char*>(s.data()) + i, s.size() - i);
 }
 
 uint32_t decode_utf8_at(std::string_view s, size_t i, size_t n) {
@@ -288,7 +254,7 @@ tokenizer::tokenizer(std::vector<std::string> tokens, std::vector<int> token_typ
   for (int b = 0; b < 256; ++b) {
     code_point_byte.emplace(code_points[b], static_cast<char>(b));
     std::string symbol;
-    append_utf8(symbol, code_points[b]);
+    kvtrim::utf8::append(symbol, code_points[b]);
     auto it = d.ids.find(symbol);
     d.byte_token[b] = it == d.ids.end() ? -1 : it->second;
   }

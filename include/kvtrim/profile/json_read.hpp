@@ -32,24 +32,6 @@ inline bool parse_double(const char* first, const char* last, double& out) {
 #endif
 }
 
-inline void append_utf8(std::string& out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 class parser {
  public:
   parser(std::string_view text, std::string_view source, int max_depth)
@@ -224,14 +206,14 @@ class parser {
                 fail_at(at, "high surrogate not followed by a low surrogate");
               cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
-            append_utf8(out, cp);
+            utf8::append(out, cp);
             break;
           }
           default: pos_ -= 2; fail("invalid escape '\\", e, "'");
         }
         continue;
       }
-      const std::size_t len = utf8_length(reinterpret_cast<const unsigned char*>(text_.data()) + pos_,
+      const std::size_t len = utf8::sequence_length(reinterpret_cast<const unsigned char*>(text_.data()) + pos_,
                                           text_.size() - pos_);
       if (len == 0) fail("invalid UTF-8 byte ", describe(pos_), " in a string");
       out.append(text_.data() + pos_, len);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kvtrim/core/error.hpp"
+#include "kvtrim/core/utf8.hpp"
 
 namespace kvtrim::json {
 
@@ -133,25 +134,4 @@ class value {
   array_t array_;
   object_t object_;
 };
-
-namespace detail {
-
-// Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no overlongs, no surrogates,
-// nothing above U+10FFFF), or 0 if it is not one.
-inline std::size_t utf8_length(const unsigned char* s, std::size_t n) {
-  const unsigned char c = s[0];
-  if (c < 0x80) return 1;
-  std::size_t len = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) len = 2;
-  else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-  else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-  else return 0;
-  if (n < len || s[1] < lo || s[1] > hi) return 0;
-  for (std::size_t i = 2; i < len; ++i)
-    if ((s[i] & 0xC0) != 0x80) return 0;
-  return len;
-}
-
-}  // namespace detail
 }  // namespace kvtrim::json

@@ -36,7 +36,7 @@ inline void dump_string(std::string& out, const std::string& s) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
       const std::size_t len =
-          utf8_length(reinterpret_cast<const unsigned char*>(s.data()) + i, s.size() - i);
+          utf8::sequence_length(reinterpret_cast<const unsigned char*>(s.data()) + i, s.size() - i);
       if (len == 0) kvtrim::detail::fail("json: string is not valid UTF-8 (byte ", int(c), " at ", i, ")");
       out.append(s, i, len);
       i += len;
