@@ -1,3 +1,6 @@
+// One file over 400 lines: the GGUF header parser, the tensor accessors and the block dequantisers
+// all read the private type table (block size and bytes of each ggml type); split, they would need
+// an internal header for that table alone.
 #include "engine/gguf.hpp"
 
 #include <fcntl.h>

@@ -1,3 +1,6 @@
+// One file over 400 lines: the forward pass. Weight loading, prefill, decode_step and generate share
+// the private kernels at the top (RMS norm, RoPE tables, causal attention, SwiGLU); a split would
+// put those in a header only this file reads.
 #include "engine/model.hpp"
 
 #include "kvtrim/attention/ragged_decode.hpp"

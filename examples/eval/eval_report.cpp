@@ -1,3 +1,6 @@
+// One file over 400 lines: the report of an eval directory. The summary tables, the SVG plots and
+// the cross-run comparison share the record reader, the method / budget ordering and the number
+// formatting at the top.
 #include "eval/eval_report.hpp"
 
 #include <algorithm>

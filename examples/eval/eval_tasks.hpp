@@ -90,6 +90,9 @@ struct ruler_options {
 const std::vector<std::string>& ruler_task_names();
 std::vector<eval_sample> ruler_samples(const tokenizer& tok, const std::string& essays, const ruler_options& o);
 
+// A prompt's token ids (special tokens parsed), as the samples hold them.
+std::vector<int32_t> encode32(const tokenizer& tok, const std::string& text);
+
 // Keeps the first and last max/2 tokens (L-Eval / LongBench / RULER truncation).
 std::vector<int32_t> truncate_middle(const std::vector<int32_t>& t, int64_t max_tokens);
 
