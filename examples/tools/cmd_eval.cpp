@@ -1,5 +1,5 @@
 // kvtrim eval TASK: accuracy, memory and speed of methods x budgets on a task, one prefill per
-// sample (host/eval_runner.hpp), resumable, with a summary table and plots (host/eval_report.hpp).
+// sample (eval/eval_runner.hpp), resumable, with a summary table and plots (eval/eval_report.hpp).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,12 +15,12 @@
 
 #include "args.hpp"
 #include "commands.hpp"
-#include "host/compression.hpp"
-#include "host/eval_metrics.hpp"
-#include "host/eval_report.hpp"
-#include "host/eval_runner.hpp"
-#include "host/eval_tasks.hpp"
-#include "host/runner.hpp"
+#include "engine/compression.hpp"
+#include "eval/eval_metrics.hpp"
+#include "eval/eval_report.hpp"
+#include "eval/eval_runner.hpp"
+#include "eval/eval_tasks.hpp"
+#include "engine/runner.hpp"
 #include "host_setup.hpp"
 #include "method_args.hpp"
 

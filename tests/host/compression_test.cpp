@@ -9,13 +9,14 @@
 #include <vector>
 
 #include "default_model.hpp"
-#include "host/compression.hpp"
-#include "host/gguf.hpp"
-#include "host/haystack.hpp"
-#include "host/kv_store.hpp"
-#include "host/model.hpp"
-#include "host/runner.hpp"
-#include "host/tokenizer.hpp"
+#include "engine/compression.hpp"
+#include "engine/gguf.hpp"
+#include "engine/haystack.hpp"
+#include "engine/needle.hpp"
+#include "engine/kv_store.hpp"
+#include "engine/model.hpp"
+#include "engine/runner.hpp"
+#include "engine/tokenizer.hpp"
 #include "kvtrim/compose/method.hpp"
 #include "kvtrim/profile/profile.hpp"
 
