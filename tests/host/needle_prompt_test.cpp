@@ -32,6 +32,18 @@ kvhost::needle passkey_needle() {
   return nd;
 }
 
+// Runs check(case, length, depth) on every case of fixture()[part], named in failures.
+template <class Check>
+void for_each_case(const nlohmann::json& cases, size_t expected, Check check) {
+  ASSERT_EQ(cases.size(), expected);
+  for (const auto& c : cases) {
+    const int64_t len = c.at("length").get<int64_t>();
+    const double depth = c.at("depth").get<double>();
+    SCOPED_TRACE(c.at("needle").get<std::string>() + " len " + std::to_string(len) + " depth " + std::to_string(depth));
+    check(c, len, depth);
+  }
+}
+
 }  // namespace
 
 TEST(NeedlePrompt, TextSpliceGivesEvalsOldTokens) {
@@ -39,17 +51,13 @@ TEST(NeedlePrompt, TextSpliceGivesEvalsOldTokens) {
   ASSERT_TRUE(m.tok) << kvtest::kMissingModel;
   const nlohmann::json f = fixture();
   const std::string hay = kvhost::generated_haystack(40000);
-  ASSERT_EQ(f.at("eval").size(), 24u);
-  for (const auto& c : f.at("eval")) {
+  for_each_case(f.at("eval"), 24, [&](const nlohmann::json& c, int64_t len, double depth) {
     const kvhost::needle nd = c.at("needle") == "classic" ? kvhost::classic_needle() : passkey_needle();
-    const int64_t len = c.at("length").get<int64_t>();
-    const double depth = c.at("depth").get<double>();
-    SCOPED_TRACE(c.at("needle").get<std::string>() + " len " + std::to_string(len) + " depth " + std::to_string(depth));
     const kvhost::needle_prompt p = kvhost::build_needle_prompt(*m.tok, hay, len, depth, nd);
     EXPECT_EQ(p.tokens, c.at("tokens").get<std::vector<int32_t>>());
     EXPECT_EQ(p.needle_char, c.at("needle_char").get<int64_t>());
     EXPECT_EQ(p.document_chars, c.at("document_chars").get<int64_t>());
-  }
+  });
 }
 
 TEST(NeedlePrompt, TokenSpliceGivesCalibrationsOldTokens) {
@@ -60,20 +68,16 @@ TEST(NeedlePrompt, TokenSpliceGivesCalibrationsOldTokens) {
   const kvhost::haystack_tokens hay = [&](int64_t n) { return std::vector<int32_t>(ids.begin(), ids.begin() + n); };
   std::vector<kvhost::probe_needle> all = kvhost::retrieval_needles();
   all.insert(all.end(), kvhost::reasoning_needles().begin(), kvhost::reasoning_needles().end());
-  ASSERT_EQ(f.at("calibration").size(), 36u);
-  for (const auto& c : f.at("calibration")) {
+  for_each_case(f.at("calibration"), 36, [&](const nlohmann::json& c, int64_t len, double depth) {
     const auto it = std::find_if(all.begin(), all.end(), [&](const auto& p) { return p.name == c.at("needle"); });
     ASSERT_NE(it, all.end());
-    const int64_t len = c.at("length").get<int64_t>();
-    const double depth = c.at("depth").get<double>();
-    SCOPED_TRACE(it->name + " len " + std::to_string(len) + " depth " + std::to_string(depth));
     const kvhost::needle_prompt p = kvhost::build_needle_prompt(
         *m.tok, hay, len, depth, {it->fact, it->question, it->answer, it->answer_prefix},
         kvhost::calibration_needle_layout());
     EXPECT_EQ(p.tokens, c.at("tokens").get<std::vector<int32_t>>());
     EXPECT_EQ(p.span_begin, c.at("span_begin").get<int64_t>());
     EXPECT_EQ(p.span_end, c.at("span_end").get<int64_t>());
-  }
+  });
 }
 
 TEST(NeedlePrompt, TooShortTargetsAreRejected) {
