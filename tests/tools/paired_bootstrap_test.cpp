@@ -3,11 +3,11 @@
 
 #include <vector>
 
-#include "paired_bootstrap.hpp"
+#include "eval/paired_bootstrap.hpp"
 
 namespace {
 
-using kvtools::paired_bootstrap;
+using kvhost::paired_bootstrap;
 
 TEST(PairedBootstrap, ConstantDifferenceHasAPointInterval) {
   const auto r = paired_bootstrap({5, 7, 9}, {3, 5, 7});

@@ -88,8 +88,10 @@ class head_adaptive {
     const std::vector<index_t> count = pairs_won(scores, slots);
     const double floor_share = alpha_ * static_cast<double>(slots) / static_cast<double>(H);
     std::vector<double> quota(static_cast<size_t>(H));
+    // One explicit fused multiply-add: the same correctly rounded quota with or without the
+    // compiler's FMA contraction, and on the CUDA backend (cuda/head_adaptive.cuh).
     for (size_t h = 0; h < quota.size(); ++h)
-      quota[h] = (1.0 - alpha_) * static_cast<double>(count[h]) + floor_share;
+      quota[h] = std::fma(1.0 - alpha_, static_cast<double>(count[h]), floor_share);
     const std::vector<index_t> cap =
         detail::apportion(quota, slots, std::vector<index_t>(quota.size(), c));
     for (size_t h = 0; h < out.size(); ++h) out[h] = cap[h] + w;

@@ -9,6 +9,9 @@
 //     plan time and its layer-wide top-k on the device (no sync); cake_layers needs the layer's
 //     entropy / variance sums (two doubles) on the host for its cascade: ONE stream sync per
 //     layer (docs/BENCHMARKS.md measures it). Head selectors run on the host (a list of heads).
+//   With cake_layers this compress_layer is the split step of the CPU path (score -> select ->
+//   evict of the arriving layer); the cascade's re-trims of EARLIER layers are not on the device
+//   yet, so cuda::make_method refuses cascading methods rather than leave a cache over budget.
 //
 //   cuda::compressor<all_heads, window_attention, uniform> c(shape, opt, {}, snap, {});
 //   auto p = c.begin(n);                                        // host, once per sequence
@@ -33,6 +36,7 @@
 #include "kvtrim/cuda/simple_scores.cuh"
 #include "kvtrim/cuda/window_scores.cuh"
 #include "kvtrim/score/cake.hpp"
+#include "kvtrim/score/chunked.hpp"
 #include "kvtrim/score/knorm.hpp"
 #include "kvtrim/score/random.hpp"
 #include "kvtrim/score/streaming.hpp"
@@ -142,6 +146,43 @@ struct device_scorer<no_scores> {
     if (s.candidates > 0)
       detail::check_cuda(cudaMemsetAsync(s.values, 0, sizeof(float) * s.candidates, st), "memset");
     return s;
+  }
+};
+
+namespace detail {
+// chunked<Inner> (score/chunked.hpp): every candidate takes its chunk's total, summed in the
+// host's order (one thread per chunk, float adds), so the scores are bit-identical.
+static __global__ void chunk_sum_kernel(float* values, index_t c, index_t size) {
+  const index_t b = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) * size;
+  if (b >= c) return;
+  float* row = values + static_cast<index_t>(blockIdx.y) * c;
+  const index_t e = b + size < c ? b + size : c;
+  float total = 0.0f;
+  for (index_t j = b; j < e; ++j) total = __fadd_rn(total, row[j]);
+  for (index_t j = b; j < e; ++j) row[j] = total;
+}
+}  // namespace detail
+
+template <class Inner>
+struct device_scorer<chunked<Inner>> {
+  using inner = device_scorer<Inner>;
+  static aggregation agg(const chunked<Inner>& s) { return inner::agg(s.inner); }
+  template <class T>
+  static std::size_t workspace(const chunked<Inner>& s, const head_table& t, index_t n, index_t w) {
+    return inner::template workspace<T>(s.inner, t, n, w);
+  }
+  template <class T>
+  static device_scores score(const chunked<Inner>& s, int layer, const layer_kv<T>& kv,
+                             const head_table& t, void* ws, std::size_t b, cudaStream_t st) {
+    kvtrim::detail::require(s.size >= 1, "chunked: chunk size ", s.size, " must be >= 1");
+    device_scores out = inner::score(s.inner, layer, kv, t, ws, b, st);
+    const index_t chunks = (out.candidates + s.size - 1) / s.size;
+    if (chunks > 0) {
+      const dim3 grid(static_cast<unsigned>((chunks + 255) / 256), static_cast<unsigned>(out.rows));
+      detail::chunk_sum_kernel<<<grid, 256, 0, st>>>(out.values, out.candidates, s.size);
+      detail::check_cuda(cudaGetLastError(), "chunk_sum_kernel");
+    }
+    return out;
   }
 };
 

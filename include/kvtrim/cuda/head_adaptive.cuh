@@ -49,8 +49,8 @@ static __global__ void adaptive_apportion(const select_state* st, const int* abo
     const index_t more = eq[h] < left ? eq[h] : left;
     left -= more;
     const index_t won = above[h] + more;
-    // no fused multiply-add: the host rounds the product and the sum separately
-    quota[h] = __dadd_rn(__dmul_rn(1.0 - alpha, static_cast<double>(won)), floor_share);
+    // the host's explicit fused multiply-add (allocate/head_adaptive.hpp): the same rounding
+    quota[h] = fma(1.0 - alpha, static_cast<double>(won), floor_share);
     hi[h] = c;
   }
   apportion_small(quota, heads, slots, hi, cap);

@@ -126,6 +126,11 @@ inline method make_method(const method_spec& spec, const model_shape& shape) {
   const build_args args{ps, spec.prof};
   const detail::device_composer compose{shape, compress_options{spec.target, spec.window},
                                         spec.name.c_str()};
+  // CAKE's cascade re-trims layers compressed earlier; the device has no re-trim yet, and a
+  // host that cannot re-trim must not get a cache silently over budget (the CPU front's rule).
+  kvtrim::detail::require(!info.cascades, "method '", spec.name, "' re-trims earlier layers as "
+                          "later ones arrive; the CUDA backend has no re-trim yet (use the CPU "
+                          "path, or cuda::compressor's split step with your own re-trim)");
   method m;
   m.spec_ = spec;
   for_each_method([&](auto entry) {

@@ -36,9 +36,9 @@ static __global__ void random_kernel(float* out, index_t c, std::uint64_t seed, 
       static_cast<float>(splitmix64(key + static_cast<std::uint64_t>(j)) >> 40) * (1.0f / 16777216.0f);
 }
 
-// -||k|| per candidate, summed in the host's order with no fused multiply-add (the host's
-// `sq += x * x` in f32), so the scores are bit-identical to score/knorm.hpp built without FMA
-// contraction (x86-64 without -march, or -ffp-contract=off); sqrtf is IEEE-rounded.
+// -||k|| per candidate, summed in the host's order with the host's explicit fused multiply-add,
+// so the scores are bit-identical to score/knorm.hpp under any compiler flags; sqrtf is
+// IEEE-rounded.
 template <class T>
 static __global__ void knorm_kernel(view3<const T> K, index_t c, float* out) {
   const index_t j = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -47,7 +47,7 @@ static __global__ void knorm_kernel(view3<const T> K, index_t c, float* out) {
   float sq = 0.0f;
   for (index_t e = 0; e < K.dim(); ++e) {
     const float x = load_f32(&K(h, j, e));
-    sq = __fadd_rn(sq, __fmul_rn(x, x));
+    sq = fmaf(x, x, sq);  // the host's explicit std::fma (score/knorm.hpp)
   }
   out[h * c + j] = -sqrtf(sq);
 }

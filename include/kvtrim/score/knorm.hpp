@@ -26,7 +26,7 @@ struct knorm {
         float sq = 0.0f;
         for (index_t d = 0; d < kv.keys.dim(); ++d) {
           const float x = to_float(kv.keys(h, j, d));
-          sq += x * x;
+          sq = std::fma(x, x, sq);  // explicit: the same sum with or without FMA contraction, and on CUDA
         }
         row[j] = -std::sqrt(sq);
       }

@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <vector>
 
-namespace kvtools {
+namespace kvhost {
 
 struct paired_difference {
   std::size_t prompts = 0;  // n: prompts both methods were run on
@@ -58,4 +58,4 @@ inline paired_difference paired_bootstrap(const std::vector<double>& a, const st
   return r;
 }
 
-}  // namespace kvtools
+}  // namespace kvhost
