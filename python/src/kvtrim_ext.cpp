@@ -215,6 +215,7 @@ struct py_method {
   std::shared_ptr<const kvtrim::profile> prof;  // what m points into
   std::map<std::string, std::string> params;
   bool cascades = false;
+  index_t window = 8;
 };
 
 // PROTOTYPE against method_config: replaced by the registry's method_spec at the merge.
@@ -432,7 +433,7 @@ NB_MODULE(_kvtrim, m) {
             auto p = prof ? std::make_shared<const kvtrim::profile>(std::move(*prof)) : nullptr;
             std::map<std::string, std::string> text;
             for (const auto& [k, v] : params) text[k] = param_text(v);
-            new (self) py_method{make(name, shape, budget_of(budget), window, p.get(), text), p, text, false};
+            new (self) py_method{make(name, shape, budget_of(budget), window, p.get(), text), p, text, false, window};
             self->cascades = cascades_of(name);
           },
           "name"_a, "shape"_a, "budget"_a = 64, "window"_a = 8, "profile"_a = nb::none(),
@@ -444,7 +445,9 @@ NB_MODULE(_kvtrim, m) {
       .def_prop_ro("name", [](const py_method& x) { return x.m.name(); })
       .def_prop_ro("shape", [](const py_method& x) { return x.m.shape(); })
       .def_prop_ro("params", [](const py_method& x) { return x.params; }, "The parameters given, as text.")
-      .def_prop_ro("cascades", [](const py_method& x) { return x.cascades; })
+      .def_prop_ro("cascades", [](const py_method& x) { return x.cascades; },
+                   "Whether compress_layer re-trims earlier layers (needs store=).")
+      .def_prop_ro("window", [](const py_method& x) { return x.window; }, "Observation window w.")
       .def(
           "planned_budgets",
           [](const py_method& x, index_t n) { return to_numpy2(x.m.planned_budgets(n)); }, "prompt_length"_a,
