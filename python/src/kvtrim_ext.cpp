@@ -295,6 +295,9 @@ std::vector<index_t> compress_with_store(py_sequence& s, int layer, const layer_
 NB_MODULE(_kvtrim, m) {
   m.doc() = "kvtrim: KV-cache compression at the end of prefill (C++ core of the kvtrim package)";
   nb::exception<kvtrim::error>(m, "Error", PyExc_ValueError);
+  // Objects still referenced from PyTorch / transformers globals at interpreter exit are not leaks
+  // of this module; nanobind's exit-time report would only be noise there.
+  nb::set_leak_warnings(false);
 
   // ---- shape, budgets -----------------------------------------------------------------------
   nb::class_<kvtrim::model_shape>(m, "ModelShape",
@@ -422,6 +425,26 @@ NB_MODULE(_kvtrim, m) {
         "CompressKV's layer weights from per-dataset error totals (each row L1-normalised, averaged).");
 
   // ---- the method registry -------------------------------------------------------------------
+  // PROTOTYPE: names only until the registry lands.
+  struct proto_info {
+    std::string name, paper;
+    std::vector<int> params;
+  };
+  nb::class_<proto_info>(m, "MethodInfo", "One registry entry.")
+      .def_ro("name", &proto_info::name)
+      .def_ro("paper", &proto_info::paper)
+      .def_ro("params", &proto_info::params);
+  m.def("method_names", &kvtrim::method_names, "Every method name, in the registry's order.");
+  m.def("methods", [] {
+    std::vector<proto_info> v;
+    for (const auto& n : kvtrim::method_names()) v.push_back({n, "", {}});
+    return v;
+  });
+  m.def("method_info", [](const std::string& n) {
+    for (const auto& x : kvtrim::method_names())
+      if (x == n) return proto_info{n, "", {}};
+    kvtrim::detail::fail("unknown method '", n, "' (accepted: ...)");
+  }, "name"_a);
   nb::class_<py_method>(m, "Method",
                         "A configured method for one model shape: immutable, shareable. Build with "
                         "Method(name, shape, budget=64, window=8, profile=None, **params); see methods().")
