@@ -48,7 +48,16 @@ except ImportError as e:  # pragma: no cover
 
 ATTENTION_NAME = "kvtrim"
 
-__all__ = ["KVTrimCache", "KVTrimLayer", "compress", "attention", "register", "model_shape", "ATTENTION_NAME"]
+__all__ = ["KVTrimCache", "KVTrimLayer", "compress", "attention", "register", "model_shape", "cache_kwarg",
+           "ATTENTION_NAME"]
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name under which `model.forward` / `generate` take a cache: "cache" (transformers >= 5.3x)
+    or "past_key_values" (earlier)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def model_shape(model_or_config: Any) -> _k.ModelShape:
@@ -130,13 +139,18 @@ class KVTrimLayer(CacheLayerMixin):
         key_states._kvtrim_layer = self  # the attention function finds the cache through it
         return key_states, value_states
 
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.seq_length + query_length, 0
+    def get_mask_sizes(self, query_length) -> tuple[int, int]:
+        # transformers >= 5.3 passes the query length, earlier versions cache_position
+        q = query_length if isinstance(query_length, int) else int(query_length.shape[0])
+        return self.seq_length + q, 0
 
     def get_seq_length(self) -> int:
         return self.seq_length
 
     def get_max_length(self) -> int:
+        return -1
+
+    def get_max_cache_shape(self) -> int:  # transformers < 5.3
         return -1
 
     def reset(self) -> None:
@@ -370,13 +384,16 @@ def compress(model: Any, method: Union[str, _k.Method] = "snapkv", budget: Union
     caches: list = []
     _as_method(model, method, budget, window, profile, params)  # bad arguments fail here, not later
     original = model.generate
+    name = cache_kwarg(model)
 
     @functools.wraps(original)
     def generate(*args, **kwargs):
         if kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
+            kwargs.pop("cache", None)
             kwargs.pop("past_key_values", None)
-            kwargs["cache"] = KVTrimCache(model, method, budget, window, profile, params, reserve)
-            caches.append(kwargs["cache"])
+            cache = KVTrimCache(model, method, budget, window, profile, params, reserve)
+            kwargs[name] = cache
+            caches.append(cache)
         return original(*args, **kwargs)
 
     with attention(model):

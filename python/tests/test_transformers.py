@@ -70,7 +70,7 @@ def test_compressed_bytes_are_the_budget(model, method):
     B = 32
     cache = kt.KVTrimCache(model, method=method, budget=B)
     with kt.attention(model), torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask, cache=cache)
+        out = model(input_ids=ids, attention_mask=mask, **{kt.cache_kwarg(model): cache})
     shape = cache.shape
     lens = cache.lengths()
     want = B * shape.layers * shape.kv_heads * shape.head_dim * 2 * 4  # per sequence, float32
@@ -80,7 +80,7 @@ def test_compressed_bytes_are_the_budget(model, method):
     # decode continues past the compressed prefix, positions from the prompt on
     nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     with kt.attention(model), torch.no_grad():
-        model(input_ids=nxt, attention_mask=torch.cat([mask, torch.ones_like(nxt)], 1), cache=cache)
+        model(input_ids=nxt, attention_mask=torch.cat([mask, torch.ones_like(nxt)], 1), **{kt.cache_kwarg(model): cache})
     assert cache.get_seq_length() == 301
     assert (cache.lengths() == lens + 1).all()
 
@@ -90,7 +90,7 @@ def test_headwise_budgets_really_release(model):
     ids, mask = batch([400], seed=3)
     cache = kt.KVTrimCache(model, method="adakv", budget=24)
     with kt.attention(model), torch.no_grad():
-        model(input_ids=ids, attention_mask=mask, cache=cache)
+        model(input_ids=ids, attention_mask=mask, **{kt.cache_kwarg(model): cache})
     lens = cache.lengths()
     assert int(lens.sum()) == 24 * 2 * 2
     assert cache.bytes_held() == int(lens.sum()) * 16 * 2 * 4
@@ -101,7 +101,7 @@ def test_compressed_decode_matches_reference_attention(model):
     ids, mask = batch([120, 90], seed=5)
     cache = kt.KVTrimCache(model, method="snapkv", budget=20)
     with kt.attention(model), torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask, cache=cache)
+        out = model(input_ids=ids, attention_mask=mask, **{kt.cache_kwarg(model): cache})
     layer = cache.layers[0]
     g = torch.Generator().manual_seed(1)
     q = torch.randn(2, 6, 1, 16, generator=g)
