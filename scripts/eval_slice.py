@@ -13,11 +13,17 @@ Prints a markdown table (methods down, budgets across, n per cell in the last co
 import argparse
 import json
 import pathlib
+import subprocess
 import sys
 from collections import defaultdict
 
-ORDER = ["full", "random", "streaming", "snapkv", "pyramidkv", "adakv", "cake", "headkv", "compresskv",
-         "compresskv-uniform", "adakv-compresskv"]
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def registry_order(kvtrim):
+    """Method names in registry order, from `kvtrim methods --json` (the one list of methods)."""
+    out = subprocess.run([kvtrim, "methods", "--json"], check=True, capture_output=True, text=True).stdout
+    return [m["name"] for m in json.loads(out)["methods"]]
 
 
 def budget_key(b):
@@ -27,6 +33,7 @@ def budget_key(b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", nargs="+", help="eval directories (their samples.jsonl are pooled)")
+    ap.add_argument("--kvtrim", default=str(ROOT / "build" / "bin" / "kvtrim"), help="the kvtrim binary (its registry orders the methods)")
     ap.add_argument("--task", help="keep records of this task (prefix match: 'ruler_' pools RULER tasks)")
     ap.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--field", default="score")
@@ -63,7 +70,8 @@ def main():
     if a.percent_of_full and not full:
         sys.exit("eval_slice: --percent-of-full needs full-cache records with a non-zero mean in the slice")
     budgets = sorted({b for _, b in counts if b != "full"}, key=budget_key)
-    methods = sorted({m for m, _ in counts}, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER))
+    order = registry_order(a.kvtrim)
+    methods = sorted({m for m, _ in counts}, key=lambda m: order.index(m) if m in order else len(order))
     print("| method | " + " | ".join(f"B={b}" for b in budgets) + " | full | n |")
     print("|---|" + "---|" * (len(budgets) + 2))
     for m in methods:

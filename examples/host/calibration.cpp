@@ -931,11 +931,11 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
     heads.q_heads = c.n_head;
     heads.kv_heads = c.n_kv_head;
     heads.semantic_retrieval = p.semantic_retrieval;
-    kvtrim::method_config mc;
+    kvtrim::method_spec mc;
     mc.name = "compresskv-uniform";
     mc.target = kvtrim::budget::tokens(opt.compressed_tokens);
     mc.window = opt.window;
-    mc.retrieval_heads = opt.retrieval_heads_k;
+    mc.params["heads"] = std::to_string(opt.retrieval_heads_k);
     mc.prof = &heads;
     const kvtrim::method method = kvtrim::make_method(mc, shape);
     // The trial keys name the heads that choose the compressed rows, so other heads rerun them.

@@ -10,7 +10,7 @@ kvtrim::model_shape kvtrim_shape(const model_config& cfg) {
 
 compression_session::compression_session(const kvtrim::method& m, kv_store& cache,
                                          int64_t prompt_length)
-    : method_(m), cache_(cache), seq_(m.begin(prompt_length)) {}
+    : method_(m), store_(cache), seq_(m.begin(prompt_length)) {}
 
 prefill_hook compression_session::hook() {
   return [this](int layer, float* k, float* v, const float* q, int64_t n, int64_t w) {
@@ -26,28 +26,25 @@ std::vector<int64_t> compression_session::on_layer(int layer, float* k, float* v
   kv.keys = kvtrim::view3<float>::head_major(k, s.kv_heads, n, s.head_dim);
   kv.values = kvtrim::view3<float>::head_major(v, s.kv_heads, n, s.head_dim);
   kv.queries = kvtrim::view3<const float>::head_major(q_window, s.q_heads, window, s.head_dim);
-  std::vector<int64_t> lengths = seq_->compress_layer(layer, kv);
-  retrim_earlier_layers();
+  std::vector<int64_t> lengths = seq_->compress_layer(layer, kv, store_);
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return lengths;
 }
 
 // CAKE: a later layer's preference shrinks the budgets of layers already in the store. Each head
-// of the store is its own allocation, so each is re-trimmed through a one-head view and the
+// of the store is its own allocation, so kvtrim re-trims each through a one-head view and the
 // store then releases the freed rows.
-void compression_session::retrim_earlier_layers() {
-  const int d = cache_.head_dim();
-  for (int layer : seq_->pending_retrims()) {
-    std::vector<int64_t> lengths = cache_.lengths(layer);
-    for (int h = 0; h < cache_.n_kv_head(); ++h) {
-      kvtrim::layer_kv<float> kv;
-      kv.keys = kvtrim::view3<float>::head_major(cache_.k(layer, h), 1, lengths[size_t(h)], d);
-      kv.values = kvtrim::view3<float>::head_major(cache_.v(layer, h), 1, lengths[size_t(h)], d);
-      kv.kv_head_offset = h;
-      lengths[size_t(h)] = seq_->retrim(layer, kv)[0];
-    }
-    cache_.shrink(layer, lengths);
-  }
+kvtrim::layer_kv<float> compression_session::store::compacted(int layer, int64_t kv_head) {
+  const int64_t len = cache.lengths(layer)[size_t(kv_head)];
+  kvtrim::layer_kv<float> kv;
+  kv.keys = kvtrim::view3<float>::head_major(cache.k(layer, int(kv_head)), 1, len, cache.head_dim());
+  kv.values = kvtrim::view3<float>::head_major(cache.v(layer, int(kv_head)), 1, len, cache.head_dim());
+  kv.kv_head_offset = kv_head;
+  return kv;
+}
+
+void compression_session::store::resized(int layer, const std::vector<int64_t>& lengths) {
+  cache.shrink(layer, lengths);
 }
 
 }  // namespace kvhost

@@ -23,17 +23,23 @@ class compression_session {
 
   // The hook to pass to model::prefill / model::generate (window = the method's window).
   prefill_hook hook();
-  int window() const { return static_cast<int>(method_.config().window); }
+  int window() const { return static_cast<int>(method_.spec().window); }
   // Seconds spent inside kvtrim (scoring, selection, compaction, re-trims) so far.
   double seconds() const { return seconds_; }
 
  private:
   std::vector<int64_t> on_layer(int layer, float* k, float* v, const float* q_window, int64_t n,
                                 int64_t window);
-  void retrim_earlier_layers();
+  // The host's side of CAKE's re-trims: the store's heads as kvtrim views.
+  struct store final : kvtrim::layer_store<float> {
+    explicit store(kv_store& c) : cache(c) {}
+    kvtrim::layer_kv<float> compacted(int layer, int64_t kv_head) override;
+    void resized(int layer, const std::vector<int64_t>& lengths) override;
+    kv_store& cache;
+  };
 
   kvtrim::method method_;
-  kv_store& cache_;
+  store store_;
   std::unique_ptr<kvtrim::sequence_compressor> seq_;
   double seconds_ = 0;
 };

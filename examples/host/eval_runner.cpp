@@ -46,7 +46,7 @@ double build_cache(const prefill_capture& cap, const kvtrim::method* m, kv_store
     cache.set_n_past(n);
     return 0;
   }
-  const int64_t w = m->config().window;
+  const int64_t w = m->spec().window;
   kvtrim::detail::require(w >= 1 && w <= cap.window, "build_cache: method '", m->name(), "' window ", w,
                           " outside [1, ", cap.window, "] (the captured window, at most the prompt)");
   // Exactly what model::prefill does around the hook: the session compacts a copy of the layer
@@ -89,7 +89,7 @@ config_run run_config(const model& mdl, const prefill_capture& cap, const kvtrim
   kv_store cache;
   config_run r;
   r.method = m ? m->name() : "full";
-  r.budget = m && m->name() != "full" ? m->config().target.resolve(cap.n) : cap.n;
+  r.budget = m && m->name() != "full" ? m->spec().target.resolve(cap.n) : cap.n;
   r.kvtrim_s = build_cache(cap, m, cache);
   r.kv_bytes = cache.retained_bytes();
   r.kv_full_bytes = cap.full_kv_bytes();

@@ -33,7 +33,7 @@ run_report run_generation(const model& mdl, const tokenizer& tok, const std::vec
   run_report r;
   r.method = m ? m->name() : "full";
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
-  r.budget = m && m->name() != "full" ? m->config().target.resolve(r.prompt_tokens) : r.prompt_tokens;
+  r.budget = m && m->name() != "full" ? m->spec().target.resolve(r.prompt_tokens) : r.prompt_tokens;
   r.tokens = g.tokens;
   r.answer = tok.decode(std::vector<int>(g.tokens.begin(), g.tokens.end()), true);
   const size_t row = cache.bytes_per_row();

@@ -24,7 +24,7 @@ int main() {
   std::mt19937 rng(1);
   std::normal_distribution<float> gauss;
   for (const char* name : {"snapkv", "compresskv"}) {
-    kvtrim::method_config cfg;
+    kvtrim::method_spec cfg;
     cfg.name = name;
     cfg.target = kvtrim::budget::tokens(64);  // 64 tokens per KV head per layer on average
     cfg.window = w;

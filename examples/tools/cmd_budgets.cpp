@@ -34,7 +34,7 @@ int cmd_budgets(int argc, char** argv) {
   args a(argc, argv, 2, valued, {"json"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
-    std::fputs(method_options_help(), stdout);
+    std::fputs(method_options_help().c_str(), stdout);
     return 0;
   }
   std::unique_ptr<kvtrim::profile> prof;
@@ -48,7 +48,7 @@ int cmd_budgets(int argc, char** argv) {
   shape.kv_heads = static_cast<int>(a.integer("kv-heads", shape.kv_heads));
   shape.head_dim = 1;
   if (shape.layers == 0) throw usage_error("give --profile or --layers/--q-heads/--kv-heads");
-  kvtrim::method_config cfg = parse_method_config(a);
+  kvtrim::method_spec cfg = parse_method_spec(a);
   cfg.prof = prof.get();
   if (prof) prof->check_matches(shape);
   const kvtrim::method m = kvtrim::make_method(cfg, shape);

@@ -37,7 +37,7 @@ int cmd_demo(int argc, char** argv) {
   args a(argc, argv, 2, valued, {"json"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
-    std::fputs(method_options_help(), stdout);
+    std::fputs(method_options_help().c_str(), stdout);
     return 0;
   }
   if (!a.positional().empty()) throw usage_error("unexpected argument '" + a.positional()[0] + "'");
@@ -54,7 +54,7 @@ int cmd_demo(int argc, char** argv) {
   if (context < 64 || context > h.mdl->config().n_ctx)
     throw usage_error("--context must be in [64, " + std::to_string(h.mdl->config().n_ctx) + "]");
   const std::string default_method = h.prof ? "compresskv" : "snapkv";
-  kvtrim::method_config cfg = parse_method_config(a, default_method, 64);
+  kvtrim::method_spec cfg = parse_method_spec(a, default_method, 64);
   cfg.prof = h.prof.get();
   const kvtrim::method m = kvtrim::make_method(cfg, kvhost::kvtrim_shape(h.mdl->config()));
 

@@ -95,7 +95,7 @@ int cmd_eval(int argc, char** argv) {
   args a(argc, argv, 2, valued, {"separate", "quiet"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
-    std::fputs(method_options_help(), stdout);
+    std::fputs(method_options_help().c_str(), stdout);
     return 0;
   }
   if (a.positional().size() != 1) throw usage_error("give one TASK (niah, fidelity, jsonl, leval, longbench, ruler); see --help");
@@ -135,19 +135,18 @@ int cmd_eval(int argc, char** argv) {
   std::vector<std::string> methods =
       a.list("methods", h.prof ? "full,streaming,snapkv,pyramidkv,adakv,cake,headkv,compresskv"
                                : "full,streaming,snapkv,pyramidkv,adakv,cake");
-  const auto& known = kvtrim::method_names();
-  kvtrim::method_config base = parse_method_config(a, "snapkv", 64);
-  base.prof = h.prof.get();
+  for (const auto& name : methods) kvtrim::find_method(name);  // unknown: one line, the accepted names
+  const auto entries = method_param_entries(a, methods);
   std::vector<config_spec> configs;
   for (const auto& name : methods) {
-    if (std::find(known.begin(), known.end(), name) == known.end())
-      throw usage_error("--methods: unknown method '" + name + "'");
+    kvtrim::method_spec base = method_spec_for(a, name, entries);
+    base.prof = h.prof.get();
     if (name == "full") {
       configs.push_back({"full", "full", nullptr});
       continue;
     }
     for (size_t i = 0; i < budgets.size(); ++i) {
-      kvtrim::method_config c = base;
+      kvtrim::method_spec c = base;
       c.name = name;
       c.target = budgets[i];
       configs.push_back({name, budget_labels[i], std::make_unique<kvtrim::method>(kvtrim::make_method(c, shape))});
@@ -262,7 +261,7 @@ int cmd_eval(int argc, char** argv) {
                              {"limit", limit},
                              {"methods", methods},
                              {"budgets", budget_labels},
-                             {"window", base.window},
+                             {"window", a.integer("window", kvtrim::method_spec{}.window)},
                              {"model", h.path},
                              {"profile", h.profile_path},
                              {"separate", separate},
@@ -305,7 +304,7 @@ int cmd_eval(int argc, char** argv) {
   double prefill_total = 0;
   int64_t window = 1;
   for (const auto& c : configs)
-    if (c.m) window = std::max<int64_t>(window, c.m->config().window);
+    if (c.m) window = std::max<int64_t>(window, c.m->spec().window);
 
   for (size_t si = 0; si < samples.size(); ++si) {
     const auto& s = samples[si];
@@ -379,7 +378,7 @@ int cmd_eval(int argc, char** argv) {
                        : 0.0;
         }
         const double m = static_cast<double>(std::max<size_t>(1, lp.size()));
-        r["budget_tokens"] = c->m ? c->m->config().target.resolve(n) : n;
+        r["budget_tokens"] = c->m ? c->m->spec().target.resolve(n) : n;
         r["kv_bytes"] = kv_bytes;
         r["kv_full_bytes"] = full_bytes;
         r["kv_percent_of_full"] = 100.0 * static_cast<double>(kv_bytes) / static_cast<double>(full_bytes);

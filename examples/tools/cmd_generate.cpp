@@ -42,7 +42,7 @@ int cmd_generate(int argc, char** argv) {
   args a(argc, argv, 2, valued, {"json", "chat", "ignore-stop"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
-    std::fputs(method_options_help(), stdout);
+    std::fputs(method_options_help().c_str(), stdout);
     return 0;
   }
   if (!a.positional().empty()) throw usage_error("unexpected argument '" + a.positional()[0] + "'");
@@ -58,7 +58,7 @@ int cmd_generate(int argc, char** argv) {
   }
   const long long max_new = a.integer("max-new-tokens", 64);
   if (max_new < 0 || max_new > 1 << 20) throw usage_error("--max-new-tokens must be in [0, 1048576]");
-  kvtrim::method_config cfg = parse_method_config(a);
+  kvtrim::method_spec cfg = parse_method_spec(a);
   const loaded_host h = load_host(a.str("model"), a.str("profile"), a.flag("json"));
   cfg.prof = h.prof.get();
   const kvtrim::method m = kvtrim::make_method(cfg, kvhost::kvtrim_shape(h.mdl->config()));

@@ -15,6 +15,7 @@ const char* kUsage =
     "commands:\n"
     "  demo       needle-in-a-haystack on the default model: full cache vs compressed\n"
     "  generate   run a prompt through the reference host with any method and budget\n"
+    "  methods    the registered methods, their parameters and papers (--json, --markdown)\n"
     "  budgets    per-layer / per-KV-head budgets a method gives for a prompt length\n"
     "  profile    import published CompressKV / HeadKV artefacts into a kvtrim profile\n"
     "  calibrate  produce a model's profile (semantic retrieval heads, retrieval-reasoning heads,\n"
@@ -38,6 +39,7 @@ int main(int argc, char** argv) {
     if (cmd == "profile") return kvtools::cmd_profile(argc, argv);
     if (cmd == "calibrate") return kvtools::cmd_calibrate(argc, argv);
     if (cmd == "eval") return kvtools::cmd_eval(argc, argv);
+    if (cmd == "methods") return kvtools::cmd_methods(argc, argv);
     if (cmd == "report") return kvtools::cmd_report(argc, argv);
     std::fprintf(stderr, "kvtrim: unknown command '%s'\n%s", cmd.c_str(), kUsage);
     return 2;

@@ -1,7 +1,14 @@
 #pragma once
-// The method options every tool shares (--method, --budget/--ratio, --window, ...).
+// The method options every tool shares. Everything about a method comes from the registry
+// (kvtrim/compose/registry.hpp): its name, its parameters and their defaults and ranges.
+//   --method M / --methods A,B   registered names
+//   --budget B | --ratio R       B tokens per KV head per layer on average (window included)
+//   --window W                   the observation window every method keeps
+//   --pooling P, --kernel K      window-score pooling of every method that has it
+//   --param M:KEY=VALUE[,...]    any method's own parameter, namespaced by the method
 #include <set>
 #include <string>
+#include <vector>
 
 #include "args.hpp"
 #include "kvtrim/compose/method.hpp"
@@ -9,32 +16,71 @@
 namespace kvtools {
 
 inline std::set<std::string> method_options() {
-  return {"method", "budget", "ratio", "window", "pooling", "kernel", "beta", "alpha",
-          "retrieval-heads", "min-layer-tokens", "sinks", "seed", "gamma", "tau1", "tau2"};
+  return {"method", "budget", "ratio", "window", "pooling", "kernel", "param"};
 }
 
-inline const char* method_options_help() {
-  return "\nmethod parameters:\n"
-         "  --method M           full, random, streaming, snapkv, pyramidkv, adakv, cake, headkv,\n"
-         "                       compresskv, compresskv-uniform (ablation), adakv-compresskv\n"
-         "  --budget B           average retained tokens per KV head per layer, window included\n"
-         "  --ratio R            or the fraction of the prompt kept, in (0, 1]\n"
-         "  --window W           observation window (default 8; always kept)\n"
-         "  --pooling avg|max|none, --kernel K   window-score pooling (default max, 7)\n"
-         "  --beta X             pyramidkv (default 20) or headkv (default 1.01)\n"
-         "  --alpha A            adakv floor (default 0.2)\n"
-         "  --retrieval-heads K  compresskv heads per layer (default 4)\n"
-         "  --min-layer-tokens M compresskv minimum layer budget (default 32)\n"
-         "  --sinks S            streaming sink tokens (default 4)\n"
-         "  --seed S             random\n"
-         "  --gamma G --tau1 T --tau2 T   cake (defaults 200, 1, 1)\n";
+// The registry as help text: every method with its parameters and defaults.
+inline std::string method_options_help() {
+  std::string s =
+      "\nmethod options:\n"
+      "  --method M             one of the methods below\n"
+      "  --budget B             average retained tokens per KV head per layer, window included\n"
+      "  --ratio R              or the fraction of the prompt kept, in (0, 1]\n"
+      "  --window W             observation window, always kept (default 8)\n"
+      "  --pooling avg|max|none, --kernel K\n"
+      "                         window-score pooling of every method that pools (default max, 7)\n"
+      "  --param M:KEY=VALUE[,M:KEY=VALUE...]\n"
+      "                         a method's own parameter, e.g. --param pyramidkv:beta=10\n"
+      "\nmethods (parameters with defaults):\n";
+  for (const auto& m : kvtrim::method_registry()) {
+    std::string line = "  " + m.name;
+    line.resize(std::max<size_t>(line.size() + 1, 22), ' ');
+    std::string ps;
+    for (const auto& p : m.params)
+      if (p.key != "pooling" && p.key != "kernel")
+        ps += (ps.empty() ? "" : ", ") + p.key + "=" + p.default_value;
+    s += line + m.paper + (ps.empty() ? "" : "; " + ps) +
+         (m.needs_profile() ? " [needs --profile]" : "") + "\n";
+  }
+  return s;
 }
 
-// def_method / def_budget: defaults for tools that have them (0 / "": the option is required).
-inline kvtrim::method_config parse_method_config(const args& a, const std::string& def_method = "",
-                                                 long long def_budget = 0) {
-  kvtrim::method_config c;
-  c.name = def_method.empty() ? a.required("method") : a.str("method", def_method);
+// --param entries, checked for form and for naming a method that is being built.
+inline std::vector<std::pair<std::string, std::string>> method_param_entries(
+    const args& a, const std::vector<std::string>& methods) {
+  std::vector<std::pair<std::string, std::string>> out;  // (method, "key=value")
+  for (const std::string& e : a.list("param")) {
+    const auto colon = e.find(':'), eq = e.find('=');
+    if (colon == std::string::npos || eq == std::string::npos || eq < colon || colon == 0 ||
+        eq == colon + 1)
+      throw usage_error("--param: '" + e + "' is not METHOD:KEY=VALUE");
+    const std::string m = e.substr(0, colon);
+    kvtrim::find_method(m);  // unknown names: one line listing the accepted ones
+    if (std::find(methods.begin(), methods.end(), m) == methods.end())
+      throw usage_error("--param: '" + e + "' names method '" + m + "', which is not being run");
+    out.emplace_back(m, e.substr(colon + 1));
+  }
+  return out;
+}
+
+// The spec of method `name` from the shared options: defaults, then --pooling/--kernel where the
+// method pools, then its own --param entries.
+inline kvtrim::method_spec method_spec_for(const args& a, const std::string& name,
+                                           const std::vector<std::pair<std::string, std::string>>& entries) {
+  const kvtrim::method_info& info = kvtrim::find_method(name);
+  kvtrim::method_spec c;
+  c.name = name;
+  c.window = a.integer("window", c.window);
+  if (info.param("pooling") && a.has("pooling")) c.params["pooling"] = a.str("pooling");
+  if (info.param("kernel") && a.has("kernel")) c.params["kernel"] = a.str("kernel");
+  for (const auto& [m, kv] : entries)
+    if (m == name) c.params[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
+  return c;
+}
+
+// The budget options: def_budget is the default for tools that have one (0: the option is
+// required unless the method is full).
+inline void parse_budget(const args& a, kvtrim::method_spec& c, long long def_budget = 0) {
   if (a.has("budget") && a.has("ratio")) throw usage_error("give --budget or --ratio, not both");
   if (a.has("ratio"))
     c.target = kvtrim::budget::ratio(a.number("ratio", 0));
@@ -44,25 +90,14 @@ inline kvtrim::method_config parse_method_config(const args& a, const std::strin
     c.target = kvtrim::budget::tokens(def_budget);
   else if (c.name != "full")
     throw usage_error("--budget or --ratio is required");
-  c.window = a.integer("window", c.window);
-  const std::string pool = a.str("pooling", kvtrim::to_string(c.pool));
-  if (pool == "avg") c.pool = kvtrim::pooling::avg;
-  else if (pool == "max") c.pool = kvtrim::pooling::max;
-  else if (pool == "none") c.pool = kvtrim::pooling::none;
-  else throw usage_error("--pooling: '" + pool + "' is not avg, max or none");
-  c.kernel = static_cast<int>(a.integer("kernel", c.kernel));
-  if (a.has("beta")) {
-    c.pyramid_beta = a.number("beta", c.pyramid_beta);
-    c.headkv_beta = a.number("beta", c.headkv_beta);
-  }
-  c.adakv_alpha = a.number("alpha", c.adakv_alpha);
-  c.retrieval_heads = static_cast<int>(a.integer("retrieval-heads", c.retrieval_heads));
-  c.min_layer_tokens = a.integer("min-layer-tokens", c.min_layer_tokens);
-  c.sinks = a.integer("sinks", c.sinks);
-  c.seed = static_cast<std::uint64_t>(a.integer("seed", 0));
-  c.cake_gamma = a.number("gamma", c.cake_gamma);
-  c.cake_tau1 = a.number("tau1", c.cake_tau1);
-  c.cake_tau2 = a.number("tau2", c.cake_tau2);
+}
+
+// One method from --method (or def_method), its budget and parameters.
+inline kvtrim::method_spec parse_method_spec(const args& a, const std::string& def_method = "",
+                                             long long def_budget = 0) {
+  const std::string name = def_method.empty() ? a.required("method") : a.str("method", def_method);
+  kvtrim::method_spec c = method_spec_for(a, name, method_param_entries(a, {name}));
+  parse_budget(a, c, def_budget);
   return c;
 }
 

@@ -53,6 +53,25 @@ expect_json "compresskv error-aware budgets" 'j["layers"] == [68, 56, 68] and j[
 expect_json "headkv exact total" 'sum(sum(h) for h in j["heads"]) == 64*3*2' \
   budgets --profile "$TMP/p.json" --method headkv --budget 64 --json
 
+# --- the registry: README's table is generated, parameters are namespaced ----------------------
+"$KVTRIM" methods --markdown >"$TMP/table.md" 2>"$TMP/err" || bad "methods --markdown: $(cat "$TMP/err")"
+python3 - "$TMP/table.md" "$SRC/README.md" <<'PY' && ok || bad "README methods table differs from 'kvtrim methods --markdown'"
+import sys
+table = open(sys.argv[1]).read().strip()
+assert table in open(sys.argv[2]).read(), table
+PY
+expect_json "methods --json lists every method with its parameters" \
+  'len(j["methods"]) >= 12 and [m["name"] for m in j["methods"]][:3] == ["full", "random", "streaming"] and any(p["key"] == "beta" and p["default"] == "20" for m in j["methods"] if m["name"] == "pyramidkv" for p in m["params"])' \
+  methods --json
+expect_json "pyramidkv:beta changes pyramidkv only" 'j["layers"][0] < 100' \
+  budgets --method pyramidkv --budget 64 --layers 30 --q-heads 9 --kv-heads 3 --param pyramidkv:beta=2 --json
+expect_json "knorm is a registered method" 'j["layers"] == [64]*30' \
+  budgets --method knorm --budget 64 --layers 30 --q-heads 9 --kv-heads 3 --json
+expect_error "param of another method" 2 "names method 'headkv'" budgets --method pyramidkv --budget 64 --layers 2 --q-heads 2 --kv-heads 1 --param headkv:beta=2
+expect_error "param not namespaced" 2 "is not METHOD:KEY=VALUE" budgets --method pyramidkv --budget 64 --layers 2 --q-heads 2 --kv-heads 1 --param beta=2
+expect_error "unknown param key" 1 "has no parameter 'gamma'" budgets --method pyramidkv --budget 64 --layers 2 --q-heads 2 --kv-heads 1 --param pyramidkv:gamma=2
+expect_error "param out of range" 1 "pyramidkv:beta = 0 outside" budgets --method pyramidkv --budget 64 --layers 2 --q-heads 2 --kv-heads 1 --param pyramidkv:beta=0
+
 # --- bad input: one line, non-zero exit, nothing written ----------------------------------------
 expect_error "unknown method" 1 "unknown method 'nope'" budgets --method nope --budget 64 --layers 2 --q-heads 2 --kv-heads 1
 expect_error "budget 0" 1 "budget: 0 tokens must be > 0" budgets --method snapkv --budget 0 --layers 2 --q-heads 2 --kv-heads 1

@@ -23,7 +23,7 @@ int main() {
       k[i] = float((i * 7919) % 97) / 97.0f;
       v[i] = float(i / 8 % n);  // row r of each head holds value r
     }
-    kvtrim::method_config cfg;
+    kvtrim::method_spec cfg;
     cfg.name = name;
     cfg.target = kvtrim::budget::tokens(16);
     cfg.prof = &prof;

@@ -190,7 +190,7 @@ TEST_F(CalibrateTest, TinyProfileIsValidAndDrivesCompressKV) {
   kvtrim::save_profile(p, path);
   const kvtrim::profile q = kvtrim::load_profile(path);
   EXPECT_EQ(kvtrim::to_json(q), kvtrim::to_json(p));
-  kvtrim::method_config cfg;
+  kvtrim::method_spec cfg;
   cfg.name = "compresskv";
   cfg.target = kvtrim::budget::tokens(32);
   cfg.prof = &q;
@@ -245,7 +245,7 @@ TEST_F(CalibrateTest, ProfileOfAnotherModelIsRejected) {
   other.layer_error.resize(24);
   ASSERT_NO_THROW(other.validate());
   EXPECT_THROW(other.check_matches(shape()), kvtrim::error);
-  kvtrim::method_config cfg;
+  kvtrim::method_spec cfg;
   cfg.name = "compresskv";
   cfg.prof = &other;
   EXPECT_THROW(kvtrim::make_method(cfg, shape()), kvtrim::error);

@@ -38,7 +38,7 @@ class Compression : public ::testing::Test {
     ASSERT_TRUE(prof_) << "missing " << kProfile;
   }
   static kvtrim::method make(const std::string& name, kvtrim::index_t budget) {
-    kvtrim::method_config cfg;
+    kvtrim::method_spec cfg;
     cfg.name = name;
     cfg.target = kvtrim::budget::tokens(budget);
     cfg.prof = prof_.get();

@@ -368,7 +368,7 @@ TEST_F(EvalModel, OnePrefillEqualsSeparateRuns) {
   std::vector<std::string> names{"full", "streaming", "snapkv", "pyramidkv", "adakv", "cake"};
   if (prof) names.insert(names.end(), {"headkv", "compresskv", "compresskv-uniform"});
   for (const auto& name : names) {
-    kvtrim::method_config c;
+    kvtrim::method_spec c;
     c.name = name;
     c.target = kvtrim::budget::tokens(24);
     c.prof = prof.get();
@@ -405,7 +405,7 @@ TEST_F(EvalModel, OnePrefillEqualsSeparateRuns) {
     EXPECT_EQ(one.budget, sep.budget) << name;
   }
   // A method whose window exceeds the captured one is refused.
-  kvtrim::method_config c;
+  kvtrim::method_spec c;
   c.name = "snapkv";
   c.window = 16;
   kv_store s;

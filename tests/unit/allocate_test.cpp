@@ -13,7 +13,7 @@
 #include "kvtrim/allocate/error_aware.hpp"
 #include "kvtrim/allocate/head_adaptive.hpp"
 #include "kvtrim/allocate/head_pool.hpp"
-#include "kvtrim/allocate/plan.hpp"
+#include "kvtrim/allocate/budget_frame.hpp"
 #include "kvtrim/allocate/pyramid.hpp"
 #include "kvtrim/allocate/uniform.hpp"
 
@@ -136,7 +136,7 @@ TEST(AllocateRounding, SettleByPassesMovesOnePerItemPerPass) {
 
 TEST(AllocateUniform, EveryHeadKeepsB) {
   const uniform a;
-  auto st = a.plan(shape_of(4, 8, 2), 20, 100, 8);
+  auto st = a.begin(shape_of(4, 8, 2), 20, 100, 8);
   const token_scores s = scores_for(2, 100, 8);
   for (int l = 0; l < 4; ++l) {
     EXPECT_EQ(a.head_budgets(st, l, s), (idx{20, 20}));
@@ -147,24 +147,24 @@ TEST(AllocateUniform, EveryHeadKeepsB) {
 
 TEST(AllocateUniform, ClipsToThePromptAndTheWindow) {
   const uniform a;
-  auto all = a.plan(shape_of(2, 2, 2), 150, 100, 8);
+  auto all = a.begin(shape_of(2, 2, 2), 150, 100, 8);
   EXPECT_EQ(a.head_budgets(all, 0, scores_for(2, 100, 8)), (idx{100, 100}));
-  auto win = a.plan(shape_of(2, 2, 2), 5, 100, 8);
+  auto win = a.begin(shape_of(2, 2, 2), 5, 100, 8);
   EXPECT_EQ(a.head_budgets(win, 1, scores_for(2, 100, 8)), (idx{8, 8}));
   // A window longer than the prompt is the whole prompt.
-  auto tiny = a.plan(shape_of(2, 2, 2), 3, 4, 8);
+  auto tiny = a.begin(shape_of(2, 2, 2), 3, 4, 8);
   EXPECT_EQ(tiny.window, 4);
   EXPECT_EQ(a.head_budgets(tiny, 0, scores_for(2, 4, 4)), (idx{4, 4}));
 }
 
 TEST(AllocateUniform, RejectsBadInput) {
   const uniform a;
-  EXPECT_THROW(a.plan(shape_of(4, 8, 2), 0, 100, 8), error);
-  EXPECT_THROW(a.plan(shape_of(4, 8, 2), 20, 0, 8), error);
-  EXPECT_THROW(a.plan(shape_of(4, 8, 2), 20, 100, -1), error);
-  EXPECT_THROW(a.plan(shape_of(4, 8, 2, 64), 20, 100, 8), error);  // prompt > context
-  EXPECT_THROW(a.plan(shape_of(4, 6, 4), 20, 100, 8), error);      // q_heads not a multiple
-  auto st = a.plan(shape_of(4, 8, 2), 20, 100, 8);
+  EXPECT_THROW(a.begin(shape_of(4, 8, 2), 0, 100, 8), error);
+  EXPECT_THROW(a.begin(shape_of(4, 8, 2), 20, 0, 8), error);
+  EXPECT_THROW(a.begin(shape_of(4, 8, 2), 20, 100, -1), error);
+  EXPECT_THROW(a.begin(shape_of(4, 8, 2, 64), 20, 100, 8), error);  // prompt > context
+  EXPECT_THROW(a.begin(shape_of(4, 6, 4), 20, 100, 8), error);      // q_heads not a multiple
+  auto st = a.begin(shape_of(4, 8, 2), 20, 100, 8);
   EXPECT_THROW(a.head_budgets(st, -1, scores_for(2, 100, 8)), error);
   EXPECT_THROW(a.head_budgets(st, 4, scores_for(2, 100, 8)), error);
   EXPECT_THROW(a.layer_budget(st, 4), error);
@@ -183,7 +183,7 @@ TEST(AllocatePyramid, HandWorkedFourLayersWithTheRoundingExcessRemovedAtTheTop) 
   // reference [219, 148, 77, 6] + 8 sums to 450 + 32, two more than 4 * 120; the excess
   // E = 4 * 1 / 2 = 2 comes off the last two layers.
   const pyramid a;
-  auto st = a.plan(shape_of(4, 8, 2), 120, 1000, 8);
+  auto st = a.begin(shape_of(4, 8, 2), 120, 1000, 8);
   EXPECT_EQ(st.layer_tokens, (idx{227, 156, 84, 13}));
   for (int l = 0; l < 4; ++l) EXPECT_EQ(a.layer_budget(st, l), st.layer_tokens[size_t(l)]);
   EXPECT_EQ(total_kept(a, st, 4, scores_for(2, 1000, 8)), 4 * 2 * 120);
@@ -193,19 +193,19 @@ TEST(AllocatePyramid, HandWorkedFourLayersWithTheRoundingExcessRemovedAtTheTop) 
 TEST(AllocatePyramid, TopLayerClippedToThePrompt) {
   // n - w = 192 <= 219: max = 192, min = 224 - 192 = 32, steps = 53, r = 1, E = 2.
   const pyramid a;
-  auto st = a.plan(shape_of(4, 8, 2), 120, 200, 8);
+  auto st = a.begin(shape_of(4, 8, 2), 120, 200, 8);
   EXPECT_EQ(st.layer_tokens, (idx{200, 147, 93, 40}));
 }
 
 TEST(AllocatePyramid, EdgeCases) {
   const pyramid a;
-  EXPECT_EQ(a.plan(shape_of(1, 2, 2), 120, 1000, 8).layer_tokens, (idx{120}));  // L = 1
-  EXPECT_EQ(pyramid(1).plan(shape_of(4, 2, 2), 120, 1000, 8).layer_tokens,
+  EXPECT_EQ(a.begin(shape_of(1, 2, 2), 120, 1000, 8).layer_tokens, (idx{120}));  // L = 1
+  EXPECT_EQ(pyramid(1).begin(shape_of(4, 2, 2), 120, 1000, 8).layer_tokens,
             (idx{120, 120, 120, 120}));                                            // beta = 1
-  EXPECT_EQ(a.plan(shape_of(3, 2, 2), 120, 100, 8).layer_tokens, (idx{100, 100, 100}));  // B >= n
-  EXPECT_EQ(a.plan(shape_of(3, 2, 2), 100, 100, 8).layer_tokens, (idx{100, 100, 100}));
-  EXPECT_EQ(a.plan(shape_of(3, 2, 2), 5, 100, 8).layer_tokens, (idx{8, 8, 8}));  // B < w
-  EXPECT_EQ(a.plan(shape_of(3, 2, 2), 8, 100, 8).layer_tokens, (idx{8, 8, 8}));  // B = w
+  EXPECT_EQ(a.begin(shape_of(3, 2, 2), 120, 100, 8).layer_tokens, (idx{100, 100, 100}));  // B >= n
+  EXPECT_EQ(a.begin(shape_of(3, 2, 2), 100, 100, 8).layer_tokens, (idx{100, 100, 100}));
+  EXPECT_EQ(a.begin(shape_of(3, 2, 2), 5, 100, 8).layer_tokens, (idx{8, 8, 8}));  // B < w
+  EXPECT_EQ(a.begin(shape_of(3, 2, 2), 8, 100, 8).layer_tokens, (idx{8, 8, 8}));  // B = w
   EXPECT_THROW(pyramid(0), error);
   EXPECT_THROW(pyramid(-3), error);
 }
@@ -216,7 +216,7 @@ TEST(AllocatePyramid, SweepDecreasingWithinThePromptAndExact) {
       for (index_t n : {9, 40, 257, 4096})
         for (index_t w : {1, 8})
           for (index_t B : {1, 8, 9, 20, 64, 100, 256, 300, 5000}) {
-            const auto st = pyramid(beta).plan(shape_of(L, 4, 2), B, n, w);
+            const auto st = pyramid(beta).begin(shape_of(L, 4, 2), B, n, w);
             const index_t wn = std::min(w, n);
             index_t sum = 0;
             for (size_t l = 0; l < st.layer_tokens.size(); ++l) {
@@ -269,7 +269,7 @@ TEST(AllocateErrorAware, HandWorkedFourLayerCases) {
   };
   for (const auto& c : cases) {
     const error_aware a(c.weights);
-    auto st = a.plan(shape_of(4, 8, 2), c.B, c.n, 8);
+    auto st = a.begin(shape_of(4, 8, 2), c.B, c.n, 8);
     EXPECT_EQ(st.layer_tokens, c.expected) << "B=" << c.B << " n=" << c.n;
     const token_scores s = scores_for(2, c.n, 8);
     for (int l = 0; l < 4; ++l) {
@@ -281,12 +281,12 @@ TEST(AllocateErrorAware, HandWorkedFourLayerCases) {
 
 TEST(AllocateErrorAware, WindowLargerThanMinTokensRaisesTheFloor) {
   const error_aware a({0, 0, 0, 1});
-  EXPECT_EQ(a.plan(shape_of(4, 8, 2), 100, 10000, 40).layer_tokens, (idx{40, 40, 40, 280}));
+  EXPECT_EQ(a.begin(shape_of(4, 8, 2), 100, 10000, 40).layer_tokens, (idx{40, 40, 40, 280}));
   // m = 0: the window (8) is the floor: pool 400 - 32 = 368, 184 each -> [8, 8, 192, 192];
   // with m = 32: pool 272 -> [32, 32, 168, 168].
-  EXPECT_EQ(error_aware({0, 0, 1, 1}, 0).plan(shape_of(4, 8, 2), 100, 10000, 8).layer_tokens,
+  EXPECT_EQ(error_aware({0, 0, 1, 1}, 0).begin(shape_of(4, 8, 2), 100, 10000, 8).layer_tokens,
             (idx{8, 8, 192, 192}));
-  EXPECT_EQ(error_aware({0, 0, 1, 1}).plan(shape_of(4, 8, 2), 100, 10000, 8).layer_tokens,
+  EXPECT_EQ(error_aware({0, 0, 1, 1}).begin(shape_of(4, 8, 2), 100, 10000, 8).layer_tokens,
             (idx{32, 32, 168, 168}));
 }
 
@@ -300,7 +300,7 @@ TEST(AllocateErrorAware, SweepTotalsExactAndWithinBounds) {
     const index_t n = 1 + g.next() % 3000, w = 1 + g.next() % 16;
     const index_t B = 1 + g.next() % 600, m = g.next() % 64;
     const error_aware a(wts, m);
-    const auto st = a.plan(shape_of(L, 4, 2), B, n, w);
+    const auto st = a.begin(shape_of(L, 4, 2), B, n, w);
     const index_t wn = std::min(w, n), b = std::min(B, n);
     const index_t sum = std::accumulate(st.layer_tokens.begin(), st.layer_tokens.end(), index_t{0});
     for (index_t t : st.layer_tokens) {
@@ -319,8 +319,8 @@ TEST(AllocateErrorAware, RejectsBadWeights) {
   EXPECT_THROW(error_aware({0.0, 0.0}), error);
   EXPECT_THROW(error_aware({1.0, 1.0}, -1), error);
   const error_aware three({1, 1, 1});
-  EXPECT_THROW(three.plan(shape_of(4, 8, 2), 100, 1000, 8), error);  // 3 weights, 4 layers
-  EXPECT_NO_THROW(three.plan(shape_of(3, 8, 2), 100, 1000, 8));
+  EXPECT_THROW(three.begin(shape_of(4, 8, 2), 100, 1000, 8), error);  // 3 weights, 4 layers
+  EXPECT_NO_THROW(three.begin(shape_of(3, 8, 2), 100, 1000, 8));
 }
 
 // ------------------------------------------------------------------ head_pool (HeadKV)
@@ -333,7 +333,7 @@ TEST(AllocateHeadPool, HandWorkedFormulaMode) {
   // B = 30, w = 8: b = 22, floor(22 / 1.01) = 21, pool = 21 * 2 * 2 = 84, base = 1.
   // quotas 5/8 * 84 + 1 = 53.5 -> 54, 1/8 * 84 + 1 = 11.5 -> 12 (x3): 90 candidates, 2 over.
   const head_pool a(kHeadScores);
-  auto st = a.plan(shape_of(2, 4, 2), 30, 1000, 8);
+  auto st = a.begin(shape_of(2, 4, 2), 30, 1000, 8);
   EXPECT_EQ(st.head_tokens, (std::vector<idx>{{62, 20}, {20, 20}}));
   const token_scores s = scores_for(2, 1000, 8);
   EXPECT_EQ(a.head_budgets(st, 0, s), (idx{62, 20}));
@@ -346,7 +346,7 @@ TEST(AllocateHeadPool, HandWorkedExactMode) {
   // Same quotas [53.5, 11.5, 11.5, 11.5], 88 candidates: largest remainder floors to 86 and
   // gives the 2 left to the lowest (layer, head) among the equal fractions: [54, 12, 11, 11].
   const head_pool a(kHeadScores, 1.01, head_pool::total::exact);
-  auto st = a.plan(shape_of(2, 4, 2), 30, 1000, 8);
+  auto st = a.begin(shape_of(2, 4, 2), 30, 1000, 8);
   EXPECT_EQ(st.head_tokens, (std::vector<idx>{{62, 20}, {19, 19}}));
   EXPECT_EQ(total_kept(a, st, 2, scores_for(2, 1000, 8)), 2 * 2 * 30);
 }
@@ -354,44 +354,44 @@ TEST(AllocateHeadPool, HandWorkedExactMode) {
 TEST(AllocateHeadPool, PromptCapBothModes) {
   // n = 50: a head holds at most 42 candidates. Formula: min(54, 42) = 42, total falls short.
   const head_pool f(kHeadScores);
-  EXPECT_EQ(f.plan(shape_of(2, 4, 2), 30, 50, 8).head_tokens,
+  EXPECT_EQ(f.begin(shape_of(2, 4, 2), 30, 50, 8).head_tokens,
             (std::vector<idx>{{50, 20}, {20, 20}}));
   // Exact: 88 - 42 = 46 re-split over 11.5 : 11.5 : 11.5 -> 15.33 each -> 16, 15, 15.
   const head_pool e(kHeadScores, 1.01, head_pool::total::exact);
-  EXPECT_EQ(e.plan(shape_of(2, 4, 2), 30, 50, 8).head_tokens,
+  EXPECT_EQ(e.begin(shape_of(2, 4, 2), 30, 50, 8).head_tokens,
             (std::vector<idx>{{50, 24}, {23, 23}}));
 }
 
 TEST(AllocateHeadPool, ZeroScoresBetaOneAndUniformFallback) {
   const std::vector<std::vector<double>> one_head{{4, 4, 0, 0}, {0, 0, 0, 0}};
   // KV scores [1, 0], [0, 0]: quotas 85, 1, 1, 1 — a zero-score head keeps base + w = 9.
-  EXPECT_EQ(head_pool(one_head).plan(shape_of(2, 4, 2), 30, 1000, 8).head_tokens,
+  EXPECT_EQ(head_pool(one_head).begin(shape_of(2, 4, 2), 30, 1000, 8).head_tokens,
             (std::vector<idx>{{93, 9}, {9, 9}}));
   // beta = 1 pools everything (base 0): a zero-score head keeps only its window.
-  EXPECT_EQ(head_pool(one_head, 1.0).plan(shape_of(2, 4, 2), 30, 1000, 8).head_tokens,
+  EXPECT_EQ(head_pool(one_head, 1.0).begin(shape_of(2, 4, 2), 30, 1000, 8).head_tokens,
             (std::vector<idx>{{96, 8}, {8, 8}}));
   // All scores zero: uniform.
   const std::vector<std::vector<double>> zeros{{0, 0, 0, 0}, {0, 0, 0, 0}};
   for (auto mode : {head_pool::total::formula, head_pool::total::exact})
-    EXPECT_EQ(head_pool(zeros, 1.01, mode).plan(shape_of(2, 4, 2), 30, 1000, 8).head_tokens,
+    EXPECT_EQ(head_pool(zeros, 1.01, mode).begin(shape_of(2, 4, 2), 30, 1000, 8).head_tokens,
               (std::vector<idx>{{30, 30}, {30, 30}}));
 }
 
 TEST(AllocateHeadPool, BetaUsesPythonFloorDivision) {
   // b = 101: 101 // 1.01 = 99 (not 100): pool = 396, base = 2.
   // 5/8 * 396 + 2 = 249.5 -> 250 (+8 = 258); 1/8 * 396 + 2 = 51.5 -> 52 (+8 = 60).
-  EXPECT_EQ(head_pool(kHeadScores).plan(shape_of(2, 4, 2), 109, 10000, 8).head_tokens,
+  EXPECT_EQ(head_pool(kHeadScores).begin(shape_of(2, 4, 2), 109, 10000, 8).head_tokens,
             (std::vector<idx>{{258, 60}, {60, 60}}));
 }
 
 TEST(AllocateHeadPool, ShardReadsItsOwnHeadsAndClamps) {
   const head_pool a(kHeadScores);
-  auto st = a.plan(shape_of(2, 4, 2), 30, 1000, 8);
+  auto st = a.begin(shape_of(2, 4, 2), 30, 1000, 8);
   EXPECT_EQ(a.head_budgets(st, 0, scores_for(1, 1000, 8, 0)), (idx{62}));
   EXPECT_EQ(a.head_budgets(st, 0, scores_for(1, 1000, 8, 1)), (idx{20}));
-  EXPECT_EQ(a.plan(shape_of(2, 4, 2), 30, 30, 8).head_tokens,
+  EXPECT_EQ(a.begin(shape_of(2, 4, 2), 30, 30, 8).head_tokens,
             (std::vector<idx>{{30, 30}, {30, 30}}));  // B >= n: everything
-  EXPECT_EQ(a.plan(shape_of(2, 4, 2), 5, 1000, 8).head_tokens,
+  EXPECT_EQ(a.begin(shape_of(2, 4, 2), 5, 1000, 8).head_tokens,
             (std::vector<idx>{{8, 8}, {8, 8}}));  // B < w: the window
 }
 
@@ -407,7 +407,7 @@ TEST(AllocateHeadPool, ExactModeSweep) {
     const index_t n = 1 + g.next() % 2000, w = 1 + g.next() % 16, B = 1 + g.next() % 400;
     const double beta = 1.0 + g.unit() * 3;
     const head_pool a(sc, beta, head_pool::total::exact);
-    auto st = a.plan(shape_of(L, K * G, K), B, n, w);
+    auto st = a.begin(shape_of(L, K * G, K), B, n, w);
     const index_t wn = std::min(w, n);
     const index_t t = total_kept(a, st, L, scores_for(K, n, wn));
     EXPECT_EQ(t, B >= wn ? index_t(L) * K * std::min(B, n) : index_t(L) * K * wn)
@@ -424,8 +424,8 @@ TEST(AllocateHeadPool, RejectsBadInput) {
   EXPECT_THROW(head_pool({}), error);
   EXPECT_THROW(head_pool({{1, std::nan(""), 0, 0}, {0, 0, 0, 0}}), error);
   const head_pool a(kHeadScores);
-  EXPECT_THROW(a.plan(shape_of(3, 4, 2), 30, 1000, 8), error);  // 2 layers of scores, 3 layers
-  EXPECT_THROW(a.plan(shape_of(2, 8, 2), 30, 1000, 8), error);  // 4 query heads, 8 in the model
+  EXPECT_THROW(a.begin(shape_of(3, 4, 2), 30, 1000, 8), error);  // 2 layers of scores, 3 layers
+  EXPECT_THROW(a.begin(shape_of(2, 8, 2), 30, 1000, 8), error);  // 4 query heads, 8 in the model
 }
 
 // ------------------------------------------------------------------ head_adaptive (Ada-KV)
@@ -441,13 +441,13 @@ TEST(AllocateHeadAdaptive, AHeadThatWinsEveryPairLeavesTheFloorToTheOthers) {
   // 2 KV heads, n = 38, w = 8: 30 candidates each; B = 18, S = 2 * 10 = 20 slots.
   // Head 0 wins all 20: caps 0.8 * 20 + 0.2 * 10 = 18 and 0 + 2 = 2.
   const head_adaptive<> a;
-  auto st = a.plan(shape_of(1, 4, 2), 18, 38, 8);
+  auto st = a.begin(shape_of(1, 4, 2), 18, 38, 8);
   const token_scores s =
       rows_of({std::vector<float>(30, 1.0f), std::vector<float>(30, 0.0f)}, 38, 8);
   EXPECT_EQ(a.head_budgets(st, 0, s), (idx{26, 10}));
   EXPECT_EQ(a.layer_budget(st, 0), 18);
   // Equal scores everywhere: the ties go to the lower head, the same split.
-  auto st2 = a.plan(shape_of(1, 4, 2), 18, 38, 8);
+  auto st2 = a.begin(shape_of(1, 4, 2), 18, 38, 8);
   EXPECT_EQ(a.head_budgets(st2, 0, rows_of({std::vector<float>(30, 0.5f),
                                              std::vector<float>(30, 0.5f)}, 38, 8)),
             (idx{26, 10}));
@@ -459,7 +459,7 @@ TEST(AllocateHeadAdaptive, RoundingMadeExactByLargestRemainder) {
   // Quotas 0.5 * count + 1.5 = [5, 4, 1.5, 1.5] -> [5, 4, 2, 2] = 13 -> one back: of the equal
   // remainders the higher head (3) gives it, as largest remainder would ([5, 4, 1, 1] + 1 to head 2).
   const head_adaptive<> a(0.5);
-  auto st = a.plan(shape_of(1, 4, 4), 5, 10, 2);
+  auto st = a.begin(shape_of(1, 4, 4), 5, 10, 2);
   const token_scores s = rows_of({{1, 1, 1, 1, 1, 1, 1, 0},
                                   {0.9f, 0.9f, 0.9f, 0.9f, 0.9f, 0, 0, 0},
                                   {0, 0, 0, 0, 0, 0, 0, 0},
@@ -473,7 +473,7 @@ TEST(AllocateHeadAdaptive, TiesAtTheThresholdGoToTheLowerHead) {
   // Above the threshold 0.5: head 0 one (0.9), head 1 two (0.8); 3 more slots among the 0.5s:
   // head 0 has two, head 1 three -> head 0 takes 2, head 1 takes 1: counts [3, 3].
   const head_adaptive<> a(0.0);
-  auto st = a.plan(shape_of(1, 2, 2), 5, 12, 2);
+  auto st = a.begin(shape_of(1, 2, 2), 5, 12, 2);
   const token_scores s = rows_of({{0.9f, 0.5f, 0.5f, 0, 0, 0, 0, 0, 0, 0},
                                   {0.8f, 0.8f, 0.5f, 0.5f, 0.5f, 0, 0, 0, 0, 0}},
                                  12, 2);
@@ -488,7 +488,7 @@ TEST(AllocateHeadAdaptive, TiesAtTheThresholdGoToTheLowerHead) {
 TEST(AllocateHeadAdaptive, ComposesWithLayerAllocators) {
   // Ada-KV + PyramidKV: each layer's heads share exactly 2 * pyramid's layer budget.
   const head_adaptive<pyramid> ap;
-  auto st = ap.plan(shape_of(4, 8, 2), 120, 1000, 8);
+  auto st = ap.begin(shape_of(4, 8, 2), 120, 1000, 8);
   std::vector<float> hot(992, 0.0f), cold(992, 0.0f);
   for (size_t t = 0; t < hot.size(); ++t) hot[t] = 1.0f + static_cast<float>(t % 7);
   const token_scores s = rows_of({hot, cold}, 1000, 8);
@@ -503,12 +503,12 @@ TEST(AllocateHeadAdaptive, ComposesWithLayerAllocators) {
   }
   EXPECT_EQ(total, 4 * 2 * 120);
   // Layer 0: S = 2 * 219 = 438, head 0 wins all: 0.8 * 438 + 0.2 * 219 = 394.2 -> 394, 43.8 -> 44.
-  auto st0 = ap.plan(shape_of(4, 8, 2), 120, 1000, 8);
+  auto st0 = ap.begin(shape_of(4, 8, 2), 120, 1000, 8);
   EXPECT_EQ(ap.head_budgets(st0, 0, s), (idx{402, 52}));
 
   // Ada-KV + CompressKV's error-aware layer budgets.
   const head_adaptive<error_aware> ae(0.2, error_aware({1, 1, 1, 2}));
-  auto se = ae.plan(shape_of(4, 8, 2), 100, 1000, 8);
+  auto se = ae.begin(shape_of(4, 8, 2), 100, 1000, 8);
   const idx el{86, 86, 86, 142};
   for (int l = 0; l < 4; ++l) {
     const idx b = ae.head_budgets(se, l, s);
@@ -517,7 +517,7 @@ TEST(AllocateHeadAdaptive, ComposesWithLayerAllocators) {
 
   // Ada-KV + CAKE: the inner cascade state travels in the state.
   const head_adaptive<cake_layers> ac;
-  auto sc = ac.plan(shape_of(2, 2, 2), 12, 100, 2);
+  auto sc = ac.begin(shape_of(2, 2, 2), 12, 100, 2);
   token_scores cs = rows_of({std::vector<float>(98, 1.0f), std::vector<float>(98, 0.0f)}, 100, 2);
   cs.entropy_sum = 2, cs.variance_sum = 2, cs.stat_heads = 2;
   const idx c0 = ac.head_budgets(sc, 0, cs);  // layer 0 alone holds L * b = 20 candidates/head
@@ -529,14 +529,14 @@ TEST(AllocateHeadAdaptive, ComposesWithLayerAllocators) {
 
 TEST(AllocateHeadAdaptive, SharedScoresAndClamps) {
   const head_adaptive<pyramid> a;
-  auto st = a.plan(shape_of(4, 8, 2), 120, 1000, 8);
+  auto st = a.begin(shape_of(4, 8, 2), 120, 1000, 8);
   EXPECT_EQ(a.head_budgets(st, 1, scores_for(2, 1000, 8, 0, true)), (idx{156, 156}));
   const head_adaptive<> u;
-  auto all = u.plan(shape_of(1, 2, 2), 50, 40, 8);
+  auto all = u.begin(shape_of(1, 2, 2), 50, 40, 8);
   EXPECT_EQ(u.head_budgets(all, 0, rows_of({std::vector<float>(32, 1.0f),
                                             std::vector<float>(32, 0.0f)}, 40, 8)),
             (idx{40, 40}));
-  auto win = u.plan(shape_of(1, 2, 2), 5, 40, 8);
+  auto win = u.begin(shape_of(1, 2, 2), 5, 40, 8);
   EXPECT_EQ(u.head_budgets(win, 0, rows_of({std::vector<float>(32, 1.0f),
                                             std::vector<float>(32, 0.0f)}, 40, 8)),
             (idx{8, 8}));
@@ -549,7 +549,7 @@ TEST(AllocateHeadAdaptive, SweepLayerTotalsExact) {
     const index_t B = 1 + g.next() % 200;
     const double alpha = (g.next() % 5) * 0.25;
     const head_adaptive<> a(alpha);
-    auto st = a.plan(shape_of(2, static_cast<int>(2 * K), static_cast<int>(K)), B, n, w);
+    auto st = a.begin(shape_of(2, static_cast<int>(2 * K), static_cast<int>(K)), B, n, w);
     const index_t wn = std::min(w, n);
     token_scores s = scores_for(K, n, wn);
     for (float& v : s.values) v = static_cast<float>(g.next() % 7);  // many ties
@@ -568,7 +568,7 @@ TEST(AllocateHeadAdaptive, RejectsBadInput) {
   EXPECT_THROW(head_adaptive<>(1.5), error);
   EXPECT_THROW(head_adaptive<>(std::nan("")), error);
   const head_adaptive<> a;
-  auto st = a.plan(shape_of(1, 2, 2), 18, 38, 8);
+  auto st = a.begin(shape_of(1, 2, 2), 18, 38, 8);
   token_scores s = rows_of({std::vector<float>(30, 1.0f), std::vector<float>(30, 0.0f)}, 38, 8);
   s.values[3] = std::nanf("");
   EXPECT_THROW(a.head_budgets(st, 0, s), error);
@@ -587,7 +587,7 @@ token_scores cake_scores_for(index_t kv_heads, index_t n, index_t w, double pref
 TEST(AllocateCake, HandWorkedCascade) {
   // L = 3, B = 12, w = 2: T = 3 * 10 = 30 candidates from the first layer on; P = 1, 2, 4.
   const cake_layers a;
-  auto st = a.plan(shape_of(3, 2, 2), 12, 100, 2);
+  auto st = a.begin(shape_of(3, 2, 2), 12, 100, 2);
   EXPECT_EQ(a.head_budgets(st, 0, cake_scores_for(2, 100, 2, 1)), (idx{32, 32}));
   EXPECT_EQ(a.current_layer_budgets(st), (idx{32}));
   EXPECT_EQ(a.head_budgets(st, 1, cake_scores_for(2, 100, 2, 2)), (idx{22, 22}));
@@ -601,7 +601,7 @@ TEST(AllocateCake, HandWorkedCascade) {
 TEST(AllocateCake, CascadeWithLayersCappedByThePrompt) {
   // n = 14, w = 2: a layer holds at most 12 candidates. T = 30.
   const cake_layers a;
-  auto st = a.plan(shape_of(3, 2, 2), 12, 14, 2);
+  auto st = a.begin(shape_of(3, 2, 2), 12, 14, 2);
   a.head_budgets(st, 0, cake_scores_for(2, 14, 2, 1));
   EXPECT_EQ(a.current_layer_budgets(st), (idx{14}));  // min(30, 12): the whole prompt
   a.head_budgets(st, 1, cake_scores_for(2, 14, 2, 2));
@@ -617,7 +617,7 @@ TEST(AllocateCake, RunningTotalNeverAboveLTimesBAndExactAtTheEnd) {
     const int L = 1 + static_cast<int>(g.next() % 12);
     const index_t n = 2 + g.next() % 500, w = 1 + g.next() % 8, B = 1 + g.next() % 200;
     const cake_layers a(0.5 + g.unit(), 0.5 + g.unit());
-    auto st = a.plan(shape_of(L, 2, 1), B, n, w);
+    auto st = a.begin(shape_of(L, 2, 1), B, n, w);
     const index_t wn = std::min(w, n);
     const index_t b = std::clamp(B - wn, index_t{0}, n - wn);
     idx before;
@@ -641,7 +641,7 @@ TEST(AllocateCake, RunningTotalNeverAboveLTimesBAndExactAtTheEnd) {
 
 TEST(AllocateCake, ZeroPreferencesShareEqually) {
   const cake_layers a;
-  auto st = a.plan(shape_of(3, 2, 2), 12, 100, 2);
+  auto st = a.begin(shape_of(3, 2, 2), 12, 100, 2);
   for (int l = 0; l < 3; ++l) a.head_budgets(st, l, cake_scores_for(2, 100, 2, 0));
   EXPECT_EQ(a.current_layer_budgets(st), (idx{12, 12, 12}));
 }
@@ -655,16 +655,16 @@ TEST(AllocateCake, TausShapeThePreference) {
 
 TEST(AllocateCake, ClampsAndBadInput) {
   const cake_layers a;
-  auto all = a.plan(shape_of(2, 2, 2), 12, 10, 2);
+  auto all = a.begin(shape_of(2, 2, 2), 12, 10, 2);
   EXPECT_EQ(a.head_budgets(all, 0, cake_scores_for(2, 10, 2, 1)), (idx{10, 10}));
   EXPECT_EQ(a.head_budgets(all, 1, cake_scores_for(2, 10, 2, 3)), (idx{10, 10}));
-  auto win = a.plan(shape_of(2, 2, 2), 1, 10, 2);
+  auto win = a.begin(shape_of(2, 2, 2), 1, 10, 2);
   EXPECT_EQ(a.head_budgets(win, 0, cake_scores_for(2, 10, 2, 1)), (idx{2, 2}));
 
   EXPECT_THROW(cake_layers(0.0, 1.0), error);
   EXPECT_THROW(cake_layers(1.0, -1.0), error);
   EXPECT_THROW(cake_layers(std::nan(""), 1.0), error);
-  auto st = a.plan(shape_of(3, 2, 2), 12, 100, 2);
+  auto st = a.begin(shape_of(3, 2, 2), 12, 100, 2);
   EXPECT_THROW(a.layer_budget(st, 0), error);  // not seen yet
   EXPECT_THROW(a.head_budgets(st, 1, cake_scores_for(2, 100, 2, 1)), error);  // out of order
   token_scores no_stats = scores_for(2, 100, 2);
@@ -697,38 +697,38 @@ TEST(AllocateTotals, EveryAllocatorKeepsExactlyLHBWhenNothingIsClipped) {
     const index_t want = index_t(L) * K * B;
     {
       const uniform a;
-      auto st = a.plan(shape, B, n, w);
+      auto st = a.begin(shape, B, n, w);
       EXPECT_EQ(total_kept(a, st, L, s), want);
     }
     {
       const pyramid a;
-      auto st = a.plan(shape, B, n, w);
+      auto st = a.begin(shape, B, n, w);
       EXPECT_EQ(total_kept(a, st, L, s), want);
     }
     {
       const error_aware a({0.1, 0.3, 0.05, 0.4, 0.15});
-      auto st = a.plan(shape, B, n, w);
+      auto st = a.begin(shape, B, n, w);
       EXPECT_EQ(total_kept(a, st, L, s), want);
     }
     {
       const head_pool a(hs, 1.01, head_pool::total::exact);
-      auto st = a.plan(shape, B, n, w);
+      auto st = a.begin(shape, B, n, w);
       EXPECT_EQ(total_kept(a, st, L, s), want);
     }
     {
       const head_adaptive<pyramid> a;
-      auto st = a.plan(shape, B, n, w);
+      auto st = a.begin(shape, B, n, w);
       EXPECT_EQ(total_kept(a, st, L, s), want);
     }
     {
       const head_adaptive<head_pool> a(0.2, head_pool(hs, 1.01, head_pool::total::exact));
-      auto st = a.plan(shape, B, n, w);
+      auto st = a.begin(shape, B, n, w);
       EXPECT_EQ(total_kept(a, st, L, s), want);
     }
     {
       // CAKE's budgets of earlier layers shrink as later ones arrive: the final ones count.
       const cake_layers a;
-      auto st = a.plan(shape, B, n, w);
+      auto st = a.begin(shape, B, n, w);
       for (int l = 0; l < L; ++l) a.head_budgets(st, l, s);
       const idx c = a.current_layer_budgets(st);
       EXPECT_EQ(std::accumulate(c.begin(), c.end(), index_t{0}) * K, want);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -46,6 +47,19 @@ struct layer_buffers {
   }
 };
 
+// The host side of CAKE's re-trims: every layer's buffers, and the lengths kvtrim reports.
+struct buffers_store final : kvtrim::layer_store<float> {
+  std::vector<layer_buffers>& layers;
+  std::vector<std::vector<index_t>> lengths;
+  explicit buffers_store(std::vector<layer_buffers>& l) : layers(l), lengths(l.size()) {}
+  kvtrim::layer_kv<float> compacted(int layer, index_t kv_head) override {
+    kvtrim::layer_kv<float> kv = layers[size_t(layer)].views(kv_head, 1);  // one head per call
+    kv.queries = {};
+    return kv;
+  }
+  void resized(int layer, const std::vector<index_t>& len) override { lengths[size_t(layer)] = len; }
+};
+
 kvtrim::profile test_profile(const kvtrim::model_shape& s) {
   kvtrim::profile p;
   p.model = "test";
@@ -72,7 +86,7 @@ const kvtrim::model_shape kShape{4, 8, 4, 16, 4096};
 TEST(Method, EveryNamedMethodKeepsItsBudgetAndTheWindowInOrder) {
   const kvtrim::profile prof = test_profile(kShape);
   for (const std::string& name : kvtrim::method_names()) {
-    kvtrim::method_config cfg;
+    kvtrim::method_spec cfg;
     cfg.name = name;
     cfg.target = kvtrim::budget::tokens(48);
     cfg.prof = &prof;
@@ -80,9 +94,12 @@ TEST(Method, EveryNamedMethodKeepsItsBudgetAndTheWindowInOrder) {
     const index_t n = 300;
     auto seq = m.begin(n);
     index_t kept = 0;
+    std::vector<layer_buffers> all;
+    for (int l = 0; l < kShape.layers; ++l) all.emplace_back(4, 8, n, 8, 16, 100u + unsigned(l));
+    buffers_store store(all);
     for (int l = 0; l < kShape.layers; ++l) {
-      layer_buffers buf(4, 8, n, 8, 16, 100u + unsigned(l));
-      const auto lengths = seq->compress_layer(l, buf.views());
+      layer_buffers& buf = all[size_t(l)];
+      const auto lengths = seq->compress_layer(l, buf.views(), store);
       ASSERT_EQ(lengths.size(), 4u) << name;
       for (index_t h = 0; h < 4; ++h) {
         const index_t len = lengths[size_t(h)];
@@ -92,9 +109,7 @@ TEST(Method, EveryNamedMethodKeepsItsBudgetAndTheWindowInOrder) {
         for (index_t i = 0; i < 8; ++i) ASSERT_EQ(buf.token_at(h, len - 8 + i), n - 8 + i) << name;
         kept += len;
       }
-      for (int r : seq->pending_retrims()) {
-        (void)r;  // cascade re-trims are checked in CakeCascade below
-      }
+      EXPECT_TRUE(seq->pending_retrims().empty()) << name << ": the store served every re-trim";
     }
     if (name == "full") {
       EXPECT_EQ(kept, kShape.layers * 4 * n);
@@ -105,7 +120,7 @@ TEST(Method, EveryNamedMethodKeepsItsBudgetAndTheWindowInOrder) {
 }
 
 TEST(Method, FullLeavesMemoryUntouched) {
-  kvtrim::method_config cfg;
+  kvtrim::method_spec cfg;
   cfg.name = "full";
   const kvtrim::method m = kvtrim::make_method(cfg, kShape);
   layer_buffers buf(4, 8, 100, 8, 16, 7);
@@ -120,7 +135,7 @@ TEST(Method, FullLeavesMemoryUntouched) {
 TEST(Method, BudgetAtLeastThePromptKeepsEverything) {
   const kvtrim::profile prof = test_profile(kShape);
   for (const std::string name : {"snapkv", "pyramidkv", "compresskv", "headkv", "adakv"}) {
-    kvtrim::method_config cfg;
+    kvtrim::method_spec cfg;
     cfg.name = name;
     cfg.prof = &prof;
     cfg.target = kvtrim::budget::tokens(1000);
@@ -133,7 +148,7 @@ TEST(Method, BudgetAtLeastThePromptKeepsEverything) {
 }
 
 TEST(Method, RejectsBadConfiguration) {
-  kvtrim::method_config cfg;
+  kvtrim::method_spec cfg;
   cfg.name = "nope";
   EXPECT_THROW(kvtrim::make_method(cfg, kShape), kvtrim::error);
   cfg.name = "compresskv";  // no profile
@@ -144,7 +159,7 @@ TEST(Method, RejectsBadConfiguration) {
   cfg.prof = &prof;  // profile of another model
   EXPECT_THROW(kvtrim::make_method(cfg, kShape), kvtrim::error);
   cfg.name = "snapkv";
-  cfg.kernel = 4;
+  cfg.params = {{"kernel", "4"}};
   EXPECT_THROW(kvtrim::make_method(cfg, kShape), kvtrim::error);
   EXPECT_THROW(kvtrim::budget::tokens(0), kvtrim::error);
   EXPECT_THROW(kvtrim::budget::ratio(1.5), kvtrim::error);
@@ -152,7 +167,7 @@ TEST(Method, RejectsBadConfiguration) {
 }
 
 TEST(Method, RejectsBadPromptsBeforeTouchingMemory) {
-  kvtrim::method_config cfg;
+  kvtrim::method_spec cfg;
   const kvtrim::method m = kvtrim::make_method(cfg, kShape);
   EXPECT_THROW(m.begin(0), kvtrim::error);     // empty prompt
   EXPECT_THROW(m.begin(5000), kvtrim::error);  // longer than the context
@@ -174,7 +189,7 @@ TEST(Method, RejectsBadPromptsBeforeTouchingMemory) {
 TEST(Method, TensorParallelRanksAgreeWithOneRank) {
   const kvtrim::profile prof = test_profile(kShape);
   for (const std::string name : {"compresskv", "snapkv", "streaming", "random"}) {
-    kvtrim::method_config cfg;
+    kvtrim::method_spec cfg;
     cfg.name = name;
     cfg.prof = &prof;
     cfg.target = kvtrim::budget::tokens(40);
@@ -257,7 +272,7 @@ TEST(Batch, SequencesOfDifferentLengthsMatchSeparateRuns) {
 // total within L x B per head at every stage (CAKE's cascade: the first layer may hold up to
 // L x (B - w) candidates until later layers arrive) and ends at exactly L x B.
 TEST(CakeCascade, RetrimsKeepTheRunningTotalWithinBudget) {
-  kvtrim::method_config cfg;
+  kvtrim::method_spec cfg;
   cfg.name = "cake";
   cfg.target = kvtrim::budget::tokens(40);
   const kvtrim::method m = kvtrim::make_method(cfg, kShape);
@@ -267,7 +282,8 @@ TEST(CakeCascade, RetrimsKeepTheRunningTotalWithinBudget) {
   for (int l = 0; l < kShape.layers; ++l) layers.emplace_back(4, 8, n, 8, 16, 70u + unsigned(l) * 13);
   std::vector<std::vector<index_t>> len(size_t(kShape.layers));
   for (int l = 0; l < kShape.layers; ++l) {
-    len[size_t(l)] = seq->compress_layer(l, layers[size_t(l)].views());
+    auto kv_l = layers[size_t(l)].views();  // the split step, as a tensor-parallel engine runs it
+    len[size_t(l)] = seq->evict(seq->select(l, seq->score(l, kv_l)), kv_l);
     for (int r : seq->pending_retrims()) {
       auto kv = layers[size_t(r)].views();
       const auto before = len[size_t(r)];
@@ -290,8 +306,115 @@ TEST(CakeCascade, RetrimsKeepTheRunningTotalWithinBudget) {
   EXPECT_EQ(total, kShape.layers * 4 * 40);
 }
 
+// compress_layer is the whole contract: with a layer_store, CAKE re-trims through it and ends at
+// exactly L x H x B; without one it refuses instead of leaving earlier layers over budget.
+TEST(CakeCascade, CompressLayerRetrimsThroughTheStoreOrRefuses) {
+  kvtrim::method_spec cfg;
+  cfg.name = "cake";
+  cfg.target = kvtrim::budget::tokens(40);
+  const kvtrim::method m = kvtrim::make_method(cfg, kShape);
+  EXPECT_TRUE(m.cascades());
+  const index_t n = 300;
+  std::vector<layer_buffers> layers;
+  for (int l = 0; l < kShape.layers; ++l) layers.emplace_back(4, 8, n, 8, 16, 70u + unsigned(l) * 13);
+  const std::vector<layer_buffers> original = layers;
+  auto refused = m.begin(n);
+  EXPECT_THROW(refused->compress_layer(0, layers[0].views()), kvtrim::error);
+  EXPECT_EQ(layers[0].v, original[0].v) << "refused before touching memory";
+  buffers_store store(layers);
+  auto seq = m.begin(n);
+  for (int l = 0; l < kShape.layers; ++l) {
+    store.lengths[size_t(l)] = seq->compress_layer(l, layers[size_t(l)].views(), store);
+    index_t total = 0;
+    for (int j = 0; j <= l; ++j) total += store.lengths[size_t(j)][0];
+    EXPECT_LE(total, kShape.layers * 40) << "after layer " << l;
+    for (int j = 0; j <= l; ++j)
+      for (index_t h = 0; h < 4; ++h) {
+        const index_t L = store.lengths[size_t(j)][size_t(h)];
+        for (index_t i = 0; i < 8; ++i) EXPECT_EQ(layers[size_t(j)].token_at(h, L - 8 + i), n - 8 + i);
+        for (index_t t = 1; t < L; ++t)
+          EXPECT_LT(layers[size_t(j)].token_at(h, t - 1), layers[size_t(j)].token_at(h, t));
+      }
+  }
+  index_t total = 0;
+  for (const auto& x : store.lengths) total += std::accumulate(x.begin(), x.end(), index_t{0});
+  EXPECT_EQ(total, kShape.layers * 4 * 40);
+}
+
+// The runtime front drives a padded batch too, CAKE included (one store per sequence).
+TEST(Batch, RuntimeMethodMatchesSeparateRuns) {
+  const index_t kvh = 4, qh = 8, w = 8, d = 16, cap = 160;
+  const std::vector<index_t> lengths = {160, 97};
+  for (const std::string name : {"snapkv", "cake"}) {
+    kvtrim::method_spec cfg;
+    cfg.name = name;
+    cfg.target = kvtrim::budget::tokens(24);
+    const kvtrim::method m = kvtrim::make_method(cfg, kShape);
+    std::vector<std::vector<layer_buffers>> alone(lengths.size()), padded(lengths.size());
+    std::vector<std::unique_ptr<kvtrim::sequence_compressor>> seqs, refs;
+    std::vector<std::unique_ptr<buffers_store>> stores, ref_stores;
+    std::vector<kvtrim::layer_store<float>*> store_ptrs;
+    for (size_t s = 0; s < lengths.size(); ++s) {
+      for (int l = 0; l < kShape.layers; ++l) {
+        alone[s].emplace_back(kvh, qh, lengths[s], w, d, 300u + unsigned(s * 10 + size_t(l)));
+        layer_buffers p(kvh, qh, cap, w, d, 1);
+        for (index_t h = 0; h < kvh; ++h)
+          for (index_t t = 0; t < lengths[s]; ++t)
+            for (index_t j = 0; j < d; ++j) {
+              p.k[size_t((h * cap + t) * d + j)] = alone[s].back().k[size_t((h * lengths[s] + t) * d + j)];
+              p.v[size_t((h * cap + t) * d + j)] = alone[s].back().v[size_t((h * lengths[s] + t) * d + j)];
+            }
+        p.q = alone[s].back().q;
+        padded[s].push_back(p);
+      }
+      seqs.push_back(m.begin(lengths[s]));
+      refs.push_back(m.begin(lengths[s]));
+      stores.push_back(std::make_unique<buffers_store>(padded[s]));
+      ref_stores.push_back(std::make_unique<buffers_store>(alone[s]));
+      store_ptrs.push_back(stores.back().get());
+    }
+    for (int l = 0; l < kShape.layers; ++l) {
+      std::vector<float> bk, bv, bq;
+      for (size_t s = 0; s < lengths.size(); ++s) {
+        const layer_buffers& p = padded[s][size_t(l)];
+        bk.insert(bk.end(), p.k.begin(), p.k.end());
+        bv.insert(bv.end(), p.v.begin(), p.v.end());
+        bq.insert(bq.end(), p.q.begin(), p.q.end());
+      }
+      kvtrim::batch_layer_kv<float> batch;
+      batch.keys = kvtrim::view3<float>::head_major(bk.data(), kvh, cap, d);
+      batch.values = kvtrim::view3<float>::head_major(bv.data(), kvh, cap, d);
+      batch.queries = kvtrim::view3<const float>::head_major(bq.data(), qh, w, d);
+      batch.kv_stride_seq = kvh * cap * d;
+      batch.q_stride_seq = qh * w * d;
+      batch.lengths = lengths;
+      // The batch compacts its own copy; copy it back into each sequence's padded layer buffers
+      // so the stores re-trim what was compacted.
+      const auto got = kvtrim::compress_batch(seqs, l, batch,
+                                              name == "cake" ? store_ptrs
+                                                             : std::vector<kvtrim::layer_store<float>*>{});
+      for (size_t s = 0; s < lengths.size(); ++s) {
+        std::copy_n(bv.begin() + std::ptrdiff_t(s) * kvh * cap * d, kvh * cap * d, padded[s][size_t(l)].v.begin());
+        std::copy_n(bk.begin() + std::ptrdiff_t(s) * kvh * cap * d, kvh * cap * d, padded[s][size_t(l)].k.begin());
+        stores[s]->lengths[size_t(l)] = got[s];
+        const auto want = refs[s]->compress_layer(l, alone[s][size_t(l)].views(), *ref_stores[s]);
+        ref_stores[s]->lengths[size_t(l)] = want;
+        EXPECT_EQ(got[s], want) << name << " sequence " << s << " layer " << l;
+      }
+    }
+    for (size_t s = 0; s < lengths.size(); ++s)
+      for (int l = 0; l < kShape.layers; ++l) {
+        EXPECT_EQ(stores[s]->lengths[size_t(l)], ref_stores[s]->lengths[size_t(l)]) << name;
+        for (index_t h = 0; h < kvh; ++h)
+          for (index_t t = 0; t < stores[s]->lengths[size_t(l)][size_t(h)]; ++t)
+            EXPECT_EQ(padded[s][size_t(l)].v[size_t((h * cap + t) * d)],
+                      alone[s][size_t(l)].v[size_t((h * lengths[s] + t) * d)]) << name;
+      }
+  }
+}
+
 TEST(Method, HalfAndBf16ViewsCompressLikeFloat) {
-  kvtrim::method_config cfg;
+  kvtrim::method_spec cfg;
   cfg.name = "snapkv";
   cfg.target = kvtrim::budget::tokens(24);
   const kvtrim::method m = kvtrim::make_method(cfg, kShape);

@@ -195,10 +195,10 @@ std::vector<index_t> top_k(const float* row, index_t c, index_t k) {
 TEST(ScorePooling, AvgCountsPaddingInTheDivisorAtTheEdges) {
   const std::vector<float> x = {1, 2, 3, 4, 5};
   std::vector<float> out(5);
-  kvtrim::detail::pool1d(x.data(), 5, pooling::avg, 3, 0, 5, out.data());
+  kvtrim::pool1d(x.data(), 5, pooling::avg, 3, 0, 5, out.data());
   const std::vector<float> k3 = {1.0f, 2.0f, 3.0f, 4.0f, 3.0f};  // (4 + 5 + pad 0) / 3 = 3
   for (size_t j = 0; j < 5; ++j) EXPECT_FLOAT_EQ(out[j], k3[j]) << j;
-  kvtrim::detail::pool1d(x.data(), 5, pooling::avg, 5, 0, 5, out.data());
+  kvtrim::pool1d(x.data(), 5, pooling::avg, 5, 0, 5, out.data());
   const std::vector<float> k5 = {1.2f, 2.0f, 3.0f, 2.8f, 2.4f};  // (1+2+3)/5, ..., (3+4+5)/5
   for (size_t j = 0; j < 5; ++j) EXPECT_FLOAT_EQ(out[j], k5[j]) << j;
 }
@@ -206,24 +206,24 @@ TEST(ScorePooling, AvgCountsPaddingInTheDivisorAtTheEdges) {
 TEST(ScorePooling, MaxIgnoresPaddingAndNoneIsIdentity) {
   const std::vector<float> x = {-3, -1, -4, -1, -5};  // negative: zero padding would win
   std::vector<float> out(5);
-  kvtrim::detail::pool1d(x.data(), 5, pooling::max, 3, 0, 5, out.data());
+  kvtrim::pool1d(x.data(), 5, pooling::max, 3, 0, 5, out.data());
   const std::vector<float> want = {-1, -1, -1, -1, -1};
   for (size_t j = 0; j < 5; ++j) EXPECT_FLOAT_EQ(out[j], want[j]) << j;
   const std::vector<float> y = {3, 1, 4, 1, 5};
-  kvtrim::detail::pool1d(y.data(), 5, pooling::max, 3, 0, 5, out.data());
+  kvtrim::pool1d(y.data(), 5, pooling::max, 3, 0, 5, out.data());
   const std::vector<float> want_y = {3, 4, 4, 5, 5};
   for (size_t j = 0; j < 5; ++j) EXPECT_FLOAT_EQ(out[j], want_y[j]) << j;
-  kvtrim::detail::pool1d(y.data(), 5, pooling::none, 5, 0, 5, out.data());
+  kvtrim::pool1d(y.data(), 5, pooling::none, 5, 0, 5, out.data());
   for (size_t j = 0; j < 5; ++j) EXPECT_FLOAT_EQ(out[j], y[j]) << j;
 }
 
 TEST(ScorePooling, KernelWiderThanTheRowAndPartialRanges) {
   const std::vector<float> x = {1, 2};
   std::vector<float> out(2);
-  kvtrim::detail::pool1d(x.data(), 2, pooling::avg, 5, 0, 2, out.data());
+  kvtrim::pool1d(x.data(), 2, pooling::avg, 5, 0, 2, out.data());
   EXPECT_FLOAT_EQ(out[0], 0.6f);
   EXPECT_FLOAT_EQ(out[1], 0.6f);
-  kvtrim::detail::pool1d(x.data(), 2, pooling::max, 7, 0, 2, out.data());
+  kvtrim::pool1d(x.data(), 2, pooling::max, 7, 0, 2, out.data());
   EXPECT_FLOAT_EQ(out[0], 2.0f);
   EXPECT_FLOAT_EQ(out[1], 2.0f);
   // A sub-range equals the same slice of the full result (the scorer pools block by block).
@@ -231,8 +231,8 @@ TEST(ScorePooling, KernelWiderThanTheRowAndPartialRanges) {
   std::mt19937 g(3);
   for (float& v : y) v = std::uniform_real_distribution<float>(0, 1)(g);
   for (pooling m : {pooling::avg, pooling::max}) {
-    kvtrim::detail::pool1d(y.data(), 50, m, 7, 0, 50, full.data());
-    kvtrim::detail::pool1d(y.data(), 50, m, 7, 17, 37, part.data());
+    kvtrim::pool1d(y.data(), 50, m, 7, 0, 50, full.data());
+    kvtrim::pool1d(y.data(), 50, m, 7, 17, 37, part.data());
     for (size_t j = 0; j < 20; ++j) EXPECT_NEAR(part[j], full[j + 17], 1e-6) << j;
   }
 }

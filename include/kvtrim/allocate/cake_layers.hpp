@@ -42,7 +42,7 @@
 #include <vector>
 
 #include "kvtrim/allocate/apportion.hpp"
-#include "kvtrim/allocate/plan.hpp"
+#include "kvtrim/allocate/budget_allocator.hpp"
 #include "kvtrim/core/error.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
@@ -51,7 +51,7 @@ namespace kvtrim {
 
 class cake_layers {
  public:
-  struct state : budget_plan {
+  struct state : budget_frame {
     std::vector<double> preference;   // P_j of each seen layer
     std::vector<index_t> layer_candidates;  // b_j of each seen layer (window excluded)
   };
@@ -63,8 +63,8 @@ class cake_layers {
   double tau1() const { return tau1_; }
   double tau2() const { return tau2_; }
 
-  state plan(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
-    return state{detail::make_budget_plan(shape, budget, prompt, window, "cake_layers"), {}, {}};
+  state begin(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
+    return state{detail::make_budget_frame(shape, budget, prompt, window, "cake_layers"), {}, {}};
   }
 
   // P = H^(1/tau1) * V^(1/tau2) from a layer's scores.
@@ -83,7 +83,7 @@ class cake_layers {
 
   std::vector<index_t> head_budgets(state& st, int layer, const token_scores& scores) const {
     detail::check_layer_index(st, layer, "cake_layers");
-    detail::check_scores_for_plan(st, scores, "cake_layers");
+    detail::check_scores_for_frame(st, scores, "cake_layers");
     const auto seen = static_cast<int>(st.preference.size());
     detail::require(layer == seen, "cake_layers: layer ", layer, " arrived but layer ", seen,
                     " is next (the cascade takes layers in order, once each)");

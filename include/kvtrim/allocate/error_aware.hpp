@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "kvtrim/allocate/apportion.hpp"
-#include "kvtrim/allocate/plan.hpp"
+#include "kvtrim/allocate/budget_allocator.hpp"
 #include "kvtrim/core/error.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
@@ -37,7 +37,7 @@ namespace kvtrim {
 
 class error_aware {
  public:
-  struct state : budget_plan {
+  struct state : budget_frame {
     std::vector<index_t> layer_tokens;  // B_l per layer, window included, clipped
   };
 
@@ -62,8 +62,8 @@ class error_aware {
   const std::vector<double>& weights() const { return normalised_; }  // e~, sums to 1
   index_t min_tokens() const { return min_tokens_; }
 
-  state plan(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
-    state st{detail::make_budget_plan(shape, budget, prompt, window, "error_aware"), {}};
+  state begin(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
+    state st{detail::make_budget_frame(shape, budget, prompt, window, "error_aware"), {}};
     detail::require(normalised_.size() == static_cast<size_t>(st.layers), "error_aware: ",
                     normalised_.size(), " layer weights for a model of ", st.layers, " layers");
     const auto L = static_cast<index_t>(st.layers);
@@ -84,7 +84,7 @@ class error_aware {
 
   std::vector<index_t> head_budgets(state& st, int layer, const token_scores& scores) const {
     detail::check_layer_index(st, layer, "error_aware");
-    detail::check_scores_for_plan(st, scores, "error_aware");
+    detail::check_scores_for_frame(st, scores, "error_aware");
     return detail::same_for_every_head(st, scores, st.layer_tokens[static_cast<size_t>(layer)]);
   }
 

@@ -39,7 +39,7 @@
 #include <vector>
 
 #include "kvtrim/allocate/apportion.hpp"
-#include "kvtrim/allocate/plan.hpp"
+#include "kvtrim/allocate/budget_allocator.hpp"
 #include "kvtrim/allocate/uniform.hpp"
 #include "kvtrim/core/error.hpp"
 #include "kvtrim/core/scores.hpp"
@@ -50,7 +50,7 @@ namespace kvtrim {
 template <class Inner = uniform>
 class head_adaptive {
  public:
-  struct state : budget_plan {
+  struct state : budget_frame {
     typename Inner::state inner;
   };
 
@@ -63,17 +63,17 @@ class head_adaptive {
   double alpha() const { return alpha_; }
   const Inner& inner() const { return inner_; }
 
-  state plan(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
+  state begin(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
     state st;
-    static_cast<budget_plan&>(st) =
-        detail::make_budget_plan(shape, budget, prompt, window, "head_adaptive");
-    st.inner = inner_.plan(shape, budget, prompt, window);
+    static_cast<budget_frame&>(st) =
+        detail::make_budget_frame(shape, budget, prompt, window, "head_adaptive");
+    st.inner = inner_.begin(shape, budget, prompt, window);
     return st;
   }
 
   std::vector<index_t> head_budgets(state& st, int layer, const token_scores& scores) const {
     detail::check_layer_index(st, layer, "head_adaptive");
-    detail::check_scores_for_plan(st, scores, "head_adaptive");
+    detail::check_scores_for_frame(st, scores, "head_adaptive");
     std::vector<index_t> out = inner_.head_budgets(st.inner, layer, scores);
     if (scores.shared) return out;
     const index_t w = st.window;

@@ -43,7 +43,7 @@
 #include <vector>
 
 #include "kvtrim/allocate/apportion.hpp"
-#include "kvtrim/allocate/plan.hpp"
+#include "kvtrim/allocate/budget_allocator.hpp"
 #include "kvtrim/core/error.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
@@ -54,7 +54,7 @@ class head_pool {
  public:
   enum class total { formula, exact };
 
-  struct state : budget_plan {
+  struct state : budget_frame {
     std::vector<std::vector<index_t>> head_tokens;  // [layer][KV head], window included, clipped
   };
 
@@ -78,8 +78,8 @@ class head_pool {
   double beta() const { return beta_; }
   total mode() const { return mode_; }
 
-  state plan(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
-    state st{detail::make_budget_plan(shape, budget, prompt, window, "head_pool"), {}};
+  state begin(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
+    state st{detail::make_budget_frame(shape, budget, prompt, window, "head_pool"), {}};
     detail::require(scores_.size() == static_cast<size_t>(st.layers) &&
                         scores_[0].size() == static_cast<size_t>(st.q_heads),
                     "head_pool: head scores for ", scores_.size(), " layers x ", scores_[0].size(),
@@ -123,7 +123,7 @@ class head_pool {
 
   std::vector<index_t> head_budgets(state& st, int layer, const token_scores& scores) const {
     detail::check_layer_index(st, layer, "head_pool");
-    detail::check_scores_for_plan(st, scores, "head_pool");
+    detail::check_scores_for_frame(st, scores, "head_pool");
     const auto& row = st.head_tokens[static_cast<size_t>(layer)];
     const auto first = row.begin() + scores.kv_head_offset;
     return std::vector<index_t>(first, first + scores.kv_heads);

@@ -23,7 +23,7 @@
 // beta (default 20, the reference's default) is an integer >= 1; beta = 1 gives uniform budgets.
 #include <vector>
 
-#include "kvtrim/allocate/plan.hpp"
+#include "kvtrim/allocate/budget_allocator.hpp"
 #include "kvtrim/core/error.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
@@ -32,7 +32,7 @@ namespace kvtrim {
 
 class pyramid {
  public:
-  struct state : budget_plan {
+  struct state : budget_frame {
     std::vector<index_t> layer_tokens;  // per layer, window included, clipped
   };
 
@@ -41,8 +41,8 @@ class pyramid {
   }
   index_t beta() const { return beta_; }
 
-  state plan(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
-    state st{detail::make_budget_plan(shape, budget, prompt, window, "pyramid"), {}};
+  state begin(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
+    state st{detail::make_budget_frame(shape, budget, prompt, window, "pyramid"), {}};
     const index_t L = st.layers;
     const auto Ls = static_cast<size_t>(L);
     if (st.budget >= st.prompt) {
@@ -74,7 +74,7 @@ class pyramid {
 
   std::vector<index_t> head_budgets(state& st, int layer, const token_scores& scores) const {
     detail::check_layer_index(st, layer, "pyramid");
-    detail::check_scores_for_plan(st, scores, "pyramid");
+    detail::check_scores_for_frame(st, scores, "pyramid");
     return detail::same_for_every_head(st, scores, st.layer_tokens[static_cast<size_t>(layer)]);
   }
 

@@ -4,22 +4,22 @@
 // prompt, B < w keeps only the window; otherwise the total is exactly L * H_kv * B.
 #include <vector>
 
-#include "kvtrim/allocate/plan.hpp"
+#include "kvtrim/allocate/budget_allocator.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
 
 namespace kvtrim {
 
 struct uniform {
-  struct state : budget_plan {};
+  struct state : budget_frame {};
 
-  state plan(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
-    return state{detail::make_budget_plan(shape, budget, prompt, window, "uniform")};
+  state begin(const model_shape& shape, index_t budget, index_t prompt, index_t window) const {
+    return state{detail::make_budget_frame(shape, budget, prompt, window, "uniform")};
   }
 
   std::vector<index_t> head_budgets(state& st, int layer, const token_scores& scores) const {
     detail::check_layer_index(st, layer, "uniform");
-    detail::check_scores_for_plan(st, scores, "uniform");
+    detail::check_scores_for_frame(st, scores, "uniform");
     return detail::same_for_every_head(st, scores, st.budget);
   }
 

@@ -160,34 +160,38 @@ index_t block_stride(index_t stride, index_t d) {
   return std::is_same_v<T, float> ? stride : d;
 }
 
-// Register-blocked block kernels for GT = G query heads (1..8), written with Eigen's packet
-// primitives so they vectorise for whatever SIMD the build targets (scalar without any). A GEMM
-// call would pack (copy) every K and V element to use it only G times; here each K/V element is
-// loaded once into a register and feeds GT multiply-adds directly.
-//
+// Register-blocked block kernels for GT = G query heads (1..8). A GEMM call would pack (copy)
+// every K and V element to use it only G times; here each K/V element is loaded once into a
+// register and feeds GT multiply-adds directly. The registers are fixed-size Eigen arrays one
+// SIMD register wide (`lane`), so the public Eigen API vectorises them for whatever the build
+// targets (16 floats with AVX-512, 8 with AVX, 4 with SSE/NEON, 1 without SIMD).
+constexpr index_t lane_width =
+    EIGEN_MAX_STATIC_ALIGN_BYTES >= 16 ? index_t(EIGEN_MAX_STATIC_ALIGN_BYTES / sizeof(float)) : 1;
+using lane = Eigen::Array<float, lane_width, 1>;
+inline Eigen::Map<const lane> load_lane(const float* p) { return Eigen::Map<const lane>(p); }
+
 // S[g][j] = Q[g] . K[j] for j < nb, two tokens at a time (2 x GT independent accumulators).
 template <int GT>
 void block_scores(const float* Q, const float* K, index_t ks, index_t nb, index_t d, float* S,
                   index_t sB) {
-  using P = typename Eigen::internal::packet_traits<float>::type;
-  constexpr index_t W = sizeof(P) / sizeof(float);  // floats per packet (1 without SIMD)
+  constexpr index_t W = lane_width;
   const index_t dv = d - d % W;
   index_t j = 0;
   for (; j + 2 <= nb; j += 2) {
     const float* k0 = K + j * ks;
     const float* k1 = k0 + ks;
-    P a0[GT], a1[GT];
-    for (int g = 0; g < GT; ++g) a0[g] = a1[g] = Eigen::internal::pset1<P>(0.0f);
+    lane a0[GT], a1[GT];
+    for (int g = 0; g < GT; ++g) a0[g] = a1[g] = lane::Zero();
     for (index_t c = 0; c < dv; c += W) {
-      const P x0 = Eigen::internal::ploadu<P>(k0 + c), x1 = Eigen::internal::ploadu<P>(k1 + c);
+      const lane x0 = load_lane(k0 + c), x1 = load_lane(k1 + c);
       for (int g = 0; g < GT; ++g) {
-        const P qv = Eigen::internal::ploadu<P>(Q + g * d + c);
-        a0[g] = Eigen::internal::pmadd(qv, x0, a0[g]);
-        a1[g] = Eigen::internal::pmadd(qv, x1, a1[g]);
+        const lane qv = load_lane(Q + g * d + c);
+        a0[g] += qv * x0;
+        a1[g] += qv * x1;
       }
     }
     for (int g = 0; g < GT; ++g) {
-      float s0 = Eigen::internal::predux(a0[g]), s1 = Eigen::internal::predux(a1[g]);
+      float s0 = a0[g].sum(), s1 = a1[g].sum();
       for (index_t c = dv; c < d; ++c) {
         s0 += Q[g * d + c] * k0[c];
         s1 += Q[g * d + c] * k1[c];
@@ -198,38 +202,35 @@ void block_scores(const float* Q, const float* K, index_t ks, index_t nb, index_
   }
   for (; j < nb; ++j) {
     const float* k0 = K + j * ks;
-    P a0[GT];
-    for (int g = 0; g < GT; ++g) a0[g] = Eigen::internal::pset1<P>(0.0f);
+    lane a0[GT];
+    for (int g = 0; g < GT; ++g) a0[g] = lane::Zero();
     for (index_t c = 0; c < dv; c += W) {
-      const P x0 = Eigen::internal::ploadu<P>(k0 + c);
-      for (int g = 0; g < GT; ++g)
-        a0[g] = Eigen::internal::pmadd(Eigen::internal::ploadu<P>(Q + g * d + c), x0, a0[g]);
+      const lane x0 = load_lane(k0 + c);
+      for (int g = 0; g < GT; ++g) a0[g] += load_lane(Q + g * d + c) * x0;
     }
     for (int g = 0; g < GT; ++g) {
-      float s0 = Eigen::internal::predux(a0[g]);
+      float s0 = a0[g].sum();
       for (index_t c = dv; c < d; ++c) s0 += Q[g * d + c] * k0[c];
       S[g * sB + j] = s0;
     }
   }
 }
 
-// A[g][:] += sum_j S[g][j] V[j][:]: one packet-wide slice of A per query head stays in registers
+// A[g][:] += sum_j S[g][j] V[j][:]: one lane-wide slice of A per query head stays in registers
 // across the block's tokens.
 template <int GT>
 void block_pv(const float* S, index_t sB, const float* V, index_t vs, index_t nb, index_t d,
               float* A) {
-  using P = typename Eigen::internal::packet_traits<float>::type;
-  constexpr index_t W = sizeof(P) / sizeof(float);  // floats per packet (1 without SIMD)
+  constexpr index_t W = lane_width;
   const index_t dv = d - d % W;
   for (index_t c = 0; c < dv; c += W) {
-    P o[GT];
-    for (int g = 0; g < GT; ++g) o[g] = Eigen::internal::ploadu<P>(A + g * d + c);
+    lane o[GT];
+    for (int g = 0; g < GT; ++g) o[g] = load_lane(A + g * d + c);
     for (index_t j = 0; j < nb; ++j) {
-      const P x = Eigen::internal::ploadu<P>(V + j * vs + c);
-      for (int g = 0; g < GT; ++g)
-        o[g] = Eigen::internal::pmadd(Eigen::internal::pset1<P>(S[g * sB + j]), x, o[g]);
+      const lane x = load_lane(V + j * vs + c);
+      for (int g = 0; g < GT; ++g) o[g] += S[g * sB + j] * x;
     }
-    for (int g = 0; g < GT; ++g) Eigen::internal::pstoreu(A + g * d + c, o[g]);
+    for (int g = 0; g < GT; ++g) Eigen::Map<lane>(A + g * d + c) = o[g];
   }
   for (index_t c = dv; c < d; ++c)
     for (index_t j = 0; j < nb; ++j)

@@ -40,6 +40,19 @@ struct batch_layer_kv {
   }
 };
 
+namespace detail {
+// Every sequence's views, validated before any is touched, so a bad one leaves the batch unchanged.
+template <class T>
+std::vector<layer_kv<T>> batch_views(const batch_layer_kv<T>& batch) {
+  std::vector<layer_kv<T>> seqs;
+  for (index_t s = 0; s < batch.size(); ++s) {
+    seqs.push_back(batch.sequence(s));
+    check_layer(seqs.back());
+  }
+  return seqs;
+}
+}  // namespace detail
+
 // Compresses one layer of every sequence of a batch: plans[s] is sequence s's plan (from
 // begin(lengths[s])). Returns [sequence][kv_head] new lengths. `Compressor` is a
 // kvtrim::compressor (its compress_layer takes the plan).
@@ -48,12 +61,7 @@ std::vector<std::vector<index_t>> compress_batch(const Compressor& c, std::vecto
                                                  int layer, const batch_layer_kv<T>& batch) {
   detail::require(static_cast<index_t>(plans.size()) == batch.size(), "batch: ", plans.size(),
                   " plans for ", batch.size(), " sequences");
-  // Validate every sequence before touching any, so a bad one leaves the batch unchanged.
-  std::vector<layer_kv<T>> seqs;
-  for (index_t s = 0; s < batch.size(); ++s) {
-    seqs.push_back(batch.sequence(s));
-    detail::check_layer(seqs.back());
-  }
+  const std::vector<layer_kv<T>> seqs = detail::batch_views(batch);
   std::vector<std::vector<index_t>> out;
   out.reserve(seqs.size());
   for (size_t s = 0; s < seqs.size(); ++s) out.push_back(c.compress_layer(plans[s], layer, seqs[s]));

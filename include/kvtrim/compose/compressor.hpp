@@ -9,7 +9,11 @@
 //   ...engine may all-reduce s across tensor-parallel ranks (token_scores::accumulate)...
 //   selection sel = c.select(p, layer, s);        // per-head budgets + top-k
 //   lengths = c.evict(sel, kv);                   // moves kept rows in the engine's memory
-// or all at once: lengths = c.compress_layer(p, layer, kv).
+// or all at once: lengths = c.compress_layer(p, layer, kv)  (cascading allocators: (p, layer, kv,
+// store), which also re-trims earlier layers through the host's layer_store).
+//
+// Each role's contract is written in its own header (select/head_selector.hpp,
+// score/token_scorer.hpp, allocate/budget_allocator.hpp, evict/executor.hpp) and checked here.
 //
 // The compressor itself is immutable; all per-sequence state lives in the plan, so different
 // sequences (and, for allocators without a cascade, different layers) can be compressed from
@@ -20,13 +24,18 @@
 #include <utility>
 #include <vector>
 
+#include "kvtrim/allocate/budget_allocator.hpp"
+#include "kvtrim/compose/layer_store.hpp"
 #include "kvtrim/core/budget.hpp"
 #include "kvtrim/core/error.hpp"
 #include "kvtrim/core/layer_kv.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
 #include "kvtrim/evict/compact_in_place.hpp"
+#include "kvtrim/evict/executor.hpp"
 #include "kvtrim/evict/top_k.hpp"
+#include "kvtrim/score/token_scorer.hpp"
+#include "kvtrim/select/head_selector.hpp"
 
 namespace kvtrim {
 
@@ -35,22 +44,28 @@ struct compress_options {
   index_t window = 8;                  // w: the last w prompt tokens, always kept
 };
 
-namespace detail {
-// Allocators whose earlier layers' budgets can shrink as later layers arrive (CAKE's cascade)
-// expose current_layer_budgets(state); the compressor then keeps what it needs to re-trim.
-template <class A, class = void>
-struct has_cascade : std::false_type {};
-template <class A>
-struct has_cascade<A, std::void_t<decltype(std::declval<const A&>().current_layer_budgets(
-                          std::declval<const typename A::state&>()))>> : std::true_type {};
-}  // namespace detail
 
 template <class HeadSelector, class TokenScorer, class BudgetAllocator,
           class Executor = compact_in_place>
 class compressor {
+  static_assert(is_head_selector_v<HeadSelector>,
+                "HeadSelector must provide std::vector<int> heads(int layer, const model_shape&) "
+                "const (select/head_selector.hpp)");
+  static_assert(is_token_scorer_v<TokenScorer>,
+                "TokenScorer must provide template <class T> token_scores score(int layer, const "
+                "layer_kv<T>&, const std::vector<int>& heads, const model_shape&) const for float, "
+                "half and bfloat16 (score/token_scorer.hpp)");
+  static_assert(is_budget_allocator_v<BudgetAllocator>,
+                "BudgetAllocator must provide struct state, state begin(shape, B, n, w) const, "
+                "std::vector<index_t> head_budgets(state&, int, const token_scores&) const and "
+                "index_t layer_budget(const state&, int) const (allocate/budget_allocator.hpp)");
+  static_assert(is_executor_v<Executor>,
+                "Executor must provide template <class T> std::vector<index_t> apply(const "
+                "selection&, const layer_kv<T>&) const (evict/executor.hpp)");
+
  public:
   using allocator_state = typename BudgetAllocator::state;
-  static constexpr bool cascades = detail::has_cascade<BudgetAllocator>::value;
+  static constexpr bool cascades = has_cascade<BudgetAllocator>::value;
 
   // Per-sequence state.
   struct plan {
@@ -88,7 +103,7 @@ class compressor {
     p.prompt_length = prompt_length;
     p.window = opt_.window;
     p.budget = opt_.target.resolve(prompt_length);
-    p.alloc = alloc_.plan(shape_, p.budget, prompt_length, opt_.window);
+    p.alloc = alloc_.begin(shape_, p.budget, prompt_length, opt_.window);
     if constexpr (cascades) {
       p.kept_scores.resize(static_cast<size_t>(shape_.layers));
       p.lengths.resize(static_cast<size_t>(shape_.layers));
@@ -140,8 +155,38 @@ class compressor {
 
   template <class T>
   std::vector<index_t> compress_layer(plan& p, int layer, const layer_kv<T>& kv) const {
+    static_assert(!cascades,
+                  "this allocator re-trims earlier layers: call compress_layer(plan, layer, kv, "
+                  "store) with a kvtrim::layer_store (compose/layer_store.hpp)");
     const token_scores s = score(p, layer, kv);
     return evict(select(p, layer, s), kv);
+  }
+
+  // The whole step for any allocator: compresses `layer`, then re-trims, through `store`, every
+  // earlier layer whose budget the cascade shrank (none for other allocators).
+  template <class T>
+  std::vector<index_t> compress_layer(plan& p, int layer, const layer_kv<T>& kv,
+                                      layer_store<T>& store) const {
+    const token_scores s = score(p, layer, kv);
+    std::vector<index_t> lengths = evict(select(p, layer, s), kv);
+    if constexpr (cascades) {
+      for (int r : pending_retrims(p)) {
+        std::vector<index_t> now = p.lengths[static_cast<size_t>(r)];
+        for (index_t h = 0; h < static_cast<index_t>(now.size());) {
+          layer_kv<T> v = store.compacted(r, h);
+          detail::require(v.kv_head_offset == h && v.kv_heads() >= 1, "layer_store: compacted(",
+                          r, ", ", h, ") returned KV heads from ", v.kv_head_offset, " (",
+                          v.kv_heads(), " heads)");
+          const std::vector<index_t> got = retrim(p, r, v);
+          std::copy(got.begin(), got.end(), now.begin() + h);
+          h += static_cast<index_t>(got.size());
+        }
+        store.resized(r, now);
+      }
+    } else {
+      (void)store;
+    }
+    return lengths;
   }
 
   // Cascading allocators: the earlier layers whose budget shrank since they were compressed.

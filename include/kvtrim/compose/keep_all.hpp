@@ -23,8 +23,11 @@ struct no_scores {
 };
 
 struct keep_all {
-  struct state {};
-  state plan(const model_shape&, index_t, index_t, index_t) const { return {}; }
+  struct state {
+    index_t prompt = 0;
+  };
+  state begin(const model_shape&, index_t, index_t prompt, index_t) const { return {prompt}; }
+  index_t layer_budget(const state& st, int) const { return st.prompt; }
   std::vector<index_t> head_budgets(state&, int, const token_scores& s) const {
     return std::vector<index_t>(static_cast<size_t>(s.kv_heads), s.prompt_length());
   }

@@ -1,62 +1,33 @@
 #pragma once
-// The runtime front: a method name and its parameters -> a compressor, for tools and bindings.
-// Each named method is one compile-time composition of the four roles (methods table in
-// docs/METHODS.md); this header only erases the types so a tool can choose at run time.
+// The runtime front: a method's name and parameters -> a compressor, for tools and bindings.
+// Each registered method (compose/registry.hpp) is one compile-time composition of the four
+// roles; this header only erases the types so a tool can choose at run time.
 //
-//   auto m = kvtrim::make_method(cfg, shape);      // validates cfg against the model
+//   kvtrim::method_spec spec;  spec.name = "pyramidkv";  spec.params = {{"beta", "20"}};
+//   auto m = kvtrim::make_method(spec, shape);     // validates everything against the model
 //   auto seq = m.begin(prompt_len);                // one per sequence
-//   for each layer: new_lengths = seq->compress_layer(layer, kv);
-//                   for (int l : seq->pending_retrims()) seq->retrim(l, kv_of_layer_l);  // CAKE
+//   for each layer: new_lengths = seq->compress_layer(layer, kv);           // most methods
+//                   new_lengths = seq->compress_layer(layer, kv, store);    // any method (CAKE)
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "kvtrim/allocate/cake_layers.hpp"
-#include "kvtrim/allocate/error_aware.hpp"
-#include "kvtrim/allocate/head_adaptive.hpp"
-#include "kvtrim/allocate/head_pool.hpp"
-#include "kvtrim/allocate/pyramid.hpp"
-#include "kvtrim/allocate/uniform.hpp"
+#include "kvtrim/compose/batch.hpp"
 #include "kvtrim/compose/compressor.hpp"
-#include "kvtrim/compose/keep_all.hpp"
-#include "kvtrim/profile/profile.hpp"
-#include "kvtrim/score/cake.hpp"
-#include "kvtrim/score/random.hpp"
-#include "kvtrim/score/streaming.hpp"
-#include "kvtrim/score/window_attention.hpp"
-#include "kvtrim/select/all_heads.hpp"
-#include "kvtrim/select/retrieval_heads.hpp"
+#include "kvtrim/compose/layer_store.hpp"
+#include "kvtrim/compose/registry.hpp"
 
 namespace kvtrim {
 
-struct method_config {
+// What make_method builds: a registered name, the budget and window every method shares, the
+// method's own parameters (defaults from its registry entry), and the profile if it needs one.
+struct method_spec {
   std::string name = "snapkv";
-  budget target = budget::tokens(64);
-  index_t window = 8;
-  // Window-score pooling of every window-scoring method (CAKE's too, for equal conditions): max,
-  // kernel 7 -- the setting of KVCache-Factory, whose code the CompressKV, HeadKV and CAKE
-  // evaluations run (SnapKV's own default, avg 5, keeps fewer whole spans; docs/RESULTS.md).
-  pooling pool = pooling::max;
-  int kernel = 7;
-  int retrieval_heads = 4;        // compresskv: semantic retrieval heads per layer
-  index_t min_layer_tokens = 32;  // compresskv: m of the error-aware allocator
-  double pyramid_beta = 20;       // pyramidkv
-  double headkv_beta = 1.01;      // headkv
-  bool headkv_exact = true;       // headkv: exact L*H*B total (equal bytes) instead of the formula's
-  double adakv_alpha = 0.2;       // adakv
-  index_t sinks = 4;              // streaming
-  std::uint64_t seed = 0;         // random
-  double cake_gamma = 200.0, cake_tau1 = 1.0, cake_tau2 = 1.0;
-  const profile* prof = nullptr;  // compresskv, compresskv-uniform, headkv
+  budget target = budget::tokens(64);  // B, window included
+  index_t window = 8;                  // w: the last w prompt tokens, always kept
+  param_values params;                 // this method's keys only ("beta" -> "20")
+  const profile* prof = nullptr;       // compresskv, compresskv-uniform, headkv, adakv-compresskv
 };
-
-// Every name make_method accepts, in the order the docs list them.
-inline const std::vector<std::string>& method_names() {
-  static const std::vector<std::string> names = {
-      "full",   "random", "streaming", "snapkv",   "pyramidkv",         "adakv",
-      "cake",   "headkv", "compresskv", "compresskv-uniform", "adakv-compresskv"};
-  return names;
-}
 
 // One sequence's compression state, type-erased over the composition.
 class sequence_compressor {
@@ -65,6 +36,7 @@ class sequence_compressor {
 
   virtual index_t prompt_length() const = 0;
   virtual index_t budget_tokens() const = 0;  // B resolved for this prompt
+  virtual bool cascades() const = 0;          // re-trims earlier layers (needs a layer_store)
 
   virtual token_scores score(int layer, const layer_kv<float>& kv) const = 0;
   virtual token_scores score(int layer, const layer_kv<half>& kv) const = 0;
@@ -74,12 +46,39 @@ class sequence_compressor {
   virtual std::vector<index_t> evict(const selection& sel, const layer_kv<half>& kv) const = 0;
   virtual std::vector<index_t> evict(const selection& sel, const layer_kv<bfloat16>& kv) const = 0;
 
+  // The whole step of a layer. A cascading method refuses this overload (its earlier layers
+  // would silently stay over budget): give it the store below.
   template <class T>
   std::vector<index_t> compress_layer(int layer, const layer_kv<T>& kv) {
+    detail::require(!cascades(), "this method re-trims earlier layers as later ones arrive: call "
+                    "compress_layer(layer, kv, store) with a kvtrim::layer_store "
+                    "(compose/layer_store.hpp, docs/INTEGRATION.md)");
     return evict(select(layer, score(layer, kv)), kv);
   }
+  // The whole step for every method: compresses `layer`, then re-trims through `store` each
+  // earlier layer whose budget a cascade shrank, telling the store the new lengths.
+  template <class T>
+  std::vector<index_t> compress_layer(int layer, const layer_kv<T>& kv, layer_store<T>& store) {
+    std::vector<index_t> lengths = evict(select(layer, score(layer, kv)), kv);
+    for (int r : pending_retrims()) {
+      std::vector<index_t> now(lengths.size());
+      for (index_t h = 0; h < static_cast<index_t>(now.size());) {
+        const layer_kv<T> v = store.compacted(r, h);
+        detail::require(v.kv_head_offset == h && v.kv_heads() >= 1 &&
+                            h + v.kv_heads() <= static_cast<index_t>(now.size()),
+                        "layer_store: compacted(", r, ", ", h, ") returned KV heads from ",
+                        v.kv_head_offset, " (", v.kv_heads(), " heads)");
+        const std::vector<index_t> got = retrim(r, v);
+        std::copy(got.begin(), got.end(), now.begin() + h);
+        h += static_cast<index_t>(got.size());
+      }
+      store.resized(r, now);
+    }
+    return lengths;
+  }
 
-  // CAKE only (empty otherwise): earlier layers whose budget shrank, and their re-trim.
+  // The step's parts for engines that act in between (tensor parallelism): after a cascading
+  // method's select/evict, the earlier layers whose budget shrank, and their re-trim.
   virtual std::vector<int> pending_retrims() const = 0;
   virtual std::vector<index_t> retrim(int layer, const layer_kv<float>& kv) = 0;
   virtual std::vector<index_t> retrim(int layer, const layer_kv<half>& kv) = 0;
@@ -95,6 +94,7 @@ class erased_sequence final : public sequence_compressor {
 
   index_t prompt_length() const override { return plan_.prompt_length; }
   index_t budget_tokens() const override { return plan_.budget; }
+  bool cascades() const override { return C::cascades; }
   token_scores score(int l, const layer_kv<float>& kv) const override { return c_->score(plan_, l, kv); }
   token_scores score(int l, const layer_kv<half>& kv) const override { return c_->score(plan_, l, kv); }
   token_scores score(int l, const layer_kv<bfloat16>& kv) const override {
@@ -154,9 +154,13 @@ struct method_impl final : method_impl_base {
 // A runtime-configured method; cheap to copy, immutable, shareable across threads.
 class method {
  public:
-  const std::string& name() const { return name_; }
-  const method_config& config() const { return cfg_; }
+  const std::string& name() const { return spec_.name; }
+  const method_spec& spec() const { return spec_; }
+  const method_info& info() const { return find_method(spec_.name); }
+  // Every parameter's value, defaults included (what the method was built with).
+  const param_values& params() const { return params_; }
   const model_shape& shape() const { return shape_; }
+  bool cascades() const { return info().cascades; }
   std::unique_ptr<sequence_compressor> begin(index_t prompt_length) const {
     return impl_->begin(prompt_length);
   }
@@ -166,108 +170,82 @@ class method {
   }
 
  private:
-  friend method make_method(const method_config& cfg, const model_shape& shape);
-  std::string name_;
-  method_config cfg_;
+  friend method make_method(const method_spec& spec, const model_shape& shape);
+  method_spec spec_;
+  param_values params_;
   model_shape shape_;
   std::shared_ptr<const detail::method_impl_base> impl_;
 };
 
 namespace detail {
 
-template <class Sel, class Scorer, class Alloc>
-std::shared_ptr<const method_impl_base> compose(const model_shape& shape, const method_config& cfg,
-                                                Sel sel, Scorer sc, Alloc al) {
-  using C = compressor<Sel, Scorer, Alloc>;
-  return std::make_shared<method_impl<C>>(
-      C(shape, compress_options{cfg.target, cfg.window}, std::move(sel), std::move(sc), std::move(al)));
-}
+// The CPU backend's composer: role objects -> compressor<Sel, Scorer, Alloc>, type-erased.
+struct cpu_composer {
+  model_shape shape;
+  compress_options options;
+  template <class Sel, class Scorer, class Alloc>
+  std::shared_ptr<const method_impl_base> operator()(Sel sel, Scorer sc, Alloc al) const {
+    using C = compressor<Sel, Scorer, Alloc>;
+    return std::make_shared<method_impl<C>>(
+        C(shape, options, std::move(sel), std::move(sc), std::move(al)));
+  }
+};
 
-inline const profile& need_profile(const method_config& cfg, const model_shape& shape,
-                                   bool srh, bool rr, bool layers) {
-  require(cfg.prof != nullptr, "method '", cfg.name,
+// The profile a method needs, checked against the model and for the parts the method reads.
+inline void check_profile_for(const method_info& m, const profile* prof, const model_shape& shape) {
+  if (!m.needs_profile()) return;
+  require(prof != nullptr, "method '", m.name,
           "' needs a profile (kvtrim calibrate, or kvtrim profile import)");
-  const profile& p = *cfg.prof;
-  p.check_matches(shape);
-  require(!srh || p.has_semantic_retrieval(), "method '", cfg.name,
+  prof->check_matches(shape);
+  require(!m.needs_semantic_retrieval || prof->has_semantic_retrieval(), "method '", m.name,
           "': the profile has no semantic-retrieval head scores");
-  require(!rr || p.has_retrieval_reasoning(), "method '", cfg.name,
+  require(!m.needs_retrieval_reasoning || prof->has_retrieval_reasoning(), "method '", m.name,
           "': the profile has no retrieval-reasoning head scores");
-  require(!layers || p.has_layer_error(), "method '", cfg.name,
+  require(!m.needs_layer_error || prof->has_layer_error(), "method '", m.name,
           "': the profile has no layer eviction-error weights");
-  return p;
 }
 
 }  // namespace detail
 
-// Builds the named method. Throws kvtrim::error for an unknown name, bad parameters or a profile
-// that is missing or made for another model.
-inline method make_method(const method_config& cfg, const model_shape& shape) {
-  using namespace detail;
+// Builds the named method. Throws kvtrim::error for an unknown name, an unknown parameter or one
+// out of range, or a profile that is missing or made for another model.
+inline method make_method(const method_spec& spec, const model_shape& shape) {
   shape.validate();
-  require(cfg.window >= 1, "window ", cfg.window, " must be >= 1");
-  window_attention snap;
-  snap.pool = cfg.pool;
-  snap.kernel = cfg.kernel;
-  snap.validate();
-  window_attention shared_snap = snap;
-  shared_snap.aggregate = aggregation::shared;
-
+  const method_info& info = find_method(spec.name);
+  detail::require(spec.window >= 1, "window ", spec.window, " must be >= 1");
+  const param_set ps(spec.name, info.params, spec.params);
+  detail::check_profile_for(info, spec.prof, shape);
+  const build_args args{ps, spec.prof};
+  const detail::cpu_composer compose{shape, compress_options{spec.target, spec.window}};
   method m;
-  m.name_ = cfg.name;
-  m.cfg_ = cfg;
+  m.spec_ = spec;
+  m.params_ = ps.values();
   m.shape_ = shape;
-  const std::string& n = cfg.name;
-  if (n == "full") {
-    m.impl_ = compose(shape, cfg, all_heads{}, no_scores{}, keep_all{});
-  } else if (n == "random") {
-    random_scores r;
-    r.seed = cfg.seed;
-    m.impl_ = compose(shape, cfg, all_heads{}, r, uniform{});
-  } else if (n == "streaming") {
-    streaming s;
-    s.sinks = cfg.sinks;
-    s.validate();
-    m.impl_ = compose(shape, cfg, all_heads{}, s, uniform{});
-  } else if (n == "snapkv") {
-    m.impl_ = compose(shape, cfg, all_heads{}, snap, uniform{});
-  } else if (n == "pyramidkv") {
-    require(cfg.pyramid_beta >= 1 && cfg.pyramid_beta == static_cast<double>(static_cast<index_t>(cfg.pyramid_beta)),
-            "pyramidkv: beta ", cfg.pyramid_beta, " must be an integer >= 1");
-    m.impl_ = compose(shape, cfg, all_heads{}, snap, pyramid(static_cast<index_t>(cfg.pyramid_beta)));
-  } else if (n == "adakv") {
-    m.impl_ = compose(shape, cfg, all_heads{}, snap, head_adaptive<uniform>(cfg.adakv_alpha));
-  } else if (n == "cake") {
-    cake_scores c;
-    c.gamma = cfg.cake_gamma;
-    c.pool = cfg.pool;
-    c.kernel = cfg.kernel;
-    c.validate();
-    m.impl_ = compose(shape, cfg, all_heads{}, c, cake_layers(cfg.cake_tau1, cfg.cake_tau2));
-  } else if (n == "headkv") {
-    const profile& p = need_profile(cfg, shape, false, true, false);
-    m.impl_ = compose(shape, cfg, all_heads{}, snap,
-                      head_pool(p.retrieval_reasoning, cfg.headkv_beta,
-                                cfg.headkv_exact ? head_pool::total::exact : head_pool::total::formula));
-  } else if (n == "compresskv") {
-    const profile& p = need_profile(cfg, shape, true, false, true);
-    m.impl_ = compose(shape, cfg, kvtrim::retrieval_heads(p.semantic_retrieval, cfg.retrieval_heads),
-                      shared_snap, error_aware(p.layer_error, cfg.min_layer_tokens));
-  } else if (n == "compresskv-uniform") {  // ablation: semantic retrieval heads, uniform budgets
-    const profile& p = need_profile(cfg, shape, true, false, false);
-    m.impl_ = compose(shape, cfg, kvtrim::retrieval_heads(p.semantic_retrieval, cfg.retrieval_heads),
-                      shared_snap, uniform{});
-  } else if (n == "adakv-compresskv") {  // Ada-KV's head split inside CompressKV's layer budgets
-    const profile& p = need_profile(cfg, shape, false, false, true);
-    m.impl_ = compose(shape, cfg, all_heads{}, snap,
-                      head_adaptive<error_aware>(cfg.adakv_alpha,
-                                                 error_aware(p.layer_error, cfg.min_layer_tokens)));
-  } else {
-    std::string all;
-    for (const auto& x : method_names()) all += (all.empty() ? "" : ", ") + x;
-    fail("unknown method '", n, "' (accepted: ", all, ")");
-  }
+  for_each_method([&](auto entry) {
+    if (spec.name == decltype(entry)::name) m.impl_ = decltype(entry)::build(compose, args);
+  });
   return m;
+}
+
+// compress_batch (compose/batch.hpp) for runtime sequences: seqs[s] compresses sequence s of the
+// padded batch. `stores[s]` serves cascading methods' re-trims (may be empty otherwise).
+template <class T>
+std::vector<std::vector<index_t>> compress_batch(
+    const std::vector<std::unique_ptr<sequence_compressor>>& seqs, int layer,
+    const batch_layer_kv<T>& batch, const std::vector<layer_store<T>*>& stores = {}) {
+  detail::require(static_cast<index_t>(seqs.size()) == batch.size(), "batch: ", seqs.size(),
+                  " sequences for ", batch.size(), " in the batch");
+  detail::require(stores.empty() || stores.size() == seqs.size(), "batch: ", stores.size(),
+                  " layer stores for ", seqs.size(), " sequences");
+  const std::vector<layer_kv<T>> views = detail::batch_views(batch);
+  std::vector<std::vector<index_t>> out;
+  out.reserve(views.size());
+  for (size_t s = 0; s < views.size(); ++s) {
+    layer_store<T>* st = stores.empty() ? nullptr : stores[s];
+    out.push_back(st ? seqs[s]->compress_layer(layer, views[s], *st)
+                     : seqs[s]->compress_layer(layer, views[s]));
+  }
+  return out;
 }
 
 }  // namespace kvtrim

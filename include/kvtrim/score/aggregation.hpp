@@ -23,10 +23,8 @@ inline const char* to_string(aggregation a) {
   return a == aggregation::shared ? "shared" : "per_kv_head";
 }
 
-namespace detail {
-
 // The query heads of one shard that contribute, each with the row it adds into.
-struct head_plan {
+struct head_groups {
   index_t group = 0;                 // G
   index_t rows = 0;                  // rows of the token_scores
   std::vector<index_t> local;        // local query-head indices (into in.queries), ascending
@@ -51,21 +49,21 @@ template <class T>
 void check_scoring_input(int layer, const layer_kv<T>& in, const std::vector<int>& heads,
                          const model_shape& shape) {
   shape.validate();
-  require(layer >= 0 && layer < shape.layers, "scorer: layer ", layer, " outside [0, ",
+  detail::require(layer >= 0 && layer < shape.layers, "scorer: layer ", layer, " outside [0, ",
           shape.layers, ")");
-  check_layer(in, shape.kv_heads);
-  require(in.keys.dim() == shape.head_dim, "scorer: head_dim ", in.keys.dim(),
+  detail::check_layer(in, shape.kv_heads);
+  detail::require(in.keys.dim() == shape.head_dim, "scorer: head_dim ", in.keys.dim(),
           " differs from the model's ", shape.head_dim);
-  require(in.queries.heads() == in.kv_heads() * shape.group(), "scorer: ", in.queries.heads(),
+  detail::require(in.queries.heads() == in.kv_heads() * shape.group(), "scorer: ", in.queries.heads(),
           " query heads in the window view, expected G = ", shape.group(), " x ", in.kv_heads(),
           " KV heads = ", in.kv_heads() * shape.group());
-  require(shape.context <= 0 || in.prompt_length() <= shape.context, "scorer: prompt of ",
+  detail::require(shape.context <= 0 || in.prompt_length() <= shape.context, "scorer: prompt of ",
           in.prompt_length(), " tokens exceeds the model's context of ", shape.context);
   for (size_t i = 0; i < heads.size(); ++i) {
-    require(heads[i] >= 0 && heads[i] < shape.q_heads, "scorer: query head ", heads[i],
+    detail::require(heads[i] >= 0 && heads[i] < shape.q_heads, "scorer: query head ", heads[i],
             " outside [0, ", shape.q_heads, ")");
     if (i > 0 && heads[i] <= heads[i - 1])
-      fail("scorer: head ids must be strictly ascending, got ", heads[i - 1], " before ", heads[i]);
+      detail::fail("scorer: head ids must be strictly ascending, got ", heads[i - 1], " before ", heads[i]);
   }
 }
 
@@ -74,9 +72,9 @@ void check_scoring_input(int layer, const layer_kv<T>& in, const std::vector<int
 // G query heads is selected is scored by all G of them, so no KV head is left without scores.
 // An empty `heads` list means every head (in both modes).
 template <class T>
-head_plan plan_heads(const layer_kv<T>& in, const std::vector<int>& heads, const model_shape& shape,
+head_groups group_heads(const layer_kv<T>& in, const std::vector<int>& heads, const model_shape& shape,
                      aggregation agg) {
-  head_plan p;
+  head_groups p;
   const index_t G = shape.group(), kv = in.kv_heads();
   const index_t lo = in.kv_head_offset * G, hi = (in.kv_head_offset + kv) * G;
   p.group = G;
@@ -101,5 +99,4 @@ head_plan plan_heads(const layer_kv<T>& in, const std::vector<int>& heads, const
   return p;
 }
 
-}  // namespace detail
 }  // namespace kvtrim

@@ -28,7 +28,8 @@
 #include "kvtrim/core/layer_kv.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
-#include "kvtrim/score/aggregation.hpp"
+#include "kvtrim/score/token_scorer.hpp"
+#include "kvtrim/score/window_attention.hpp"
 #include "kvtrim/score/pooling.hpp"
 #include "kvtrim/score/window_softmax.hpp"
 
@@ -50,22 +51,11 @@ struct cake_scores {
   token_scores score(int layer, const layer_kv<T>& in, const std::vector<int>& heads,
                      const model_shape& shape) const {
     validate();
-    detail::check_scoring_input(layer, in, heads, shape);
-    const detail::head_plan plan = detail::plan_heads(in, heads, shape, aggregate);
-    token_scores out = token_scores::make(aggregate == aggregation::shared, in.kv_heads(),
-                                          in.kv_head_offset, in.prompt_length(), in.window());
     const float inv_w = 1.0f / static_cast<float>(in.window());
     const auto g = static_cast<float>(gamma);
-    std::vector<float> raw;
-    detail::window_stats st;
-    detail::window_attention_pass(
-        in, plan, true, [inv_w, g](float sum, float var) { return sum * inv_w + g * var; }, raw,
-        &st);
-    detail::pool_and_aggregate(raw, plan, pool, kernel, out);
-    out.entropy_sum = st.entropy_sum;
-    out.variance_sum = st.variance_sum;
-    out.stat_heads = st.heads;
-    return out;
+    return pooled_window_scores(
+        layer, in, heads, shape, aggregate, pool, kernel, true,
+        [inv_w, g](float sum, float var) { return sum * inv_w + g * var; }, true);
   }
 };
 

@@ -28,9 +28,11 @@ inline const char* to_string(pooling p) {
 namespace detail {
 
 inline void check_kernel(int kernel) {
-  require(kernel >= 1 && kernel % 2 == 1, "pooling: kernel ", kernel,
+  detail::require(kernel >= 1 && kernel % 2 == 1, "pooling: kernel ", kernel,
           " must be odd and >= 1 (same padding needs a centre)");
 }
+
+}  // namespace detail
 
 // out[j - j0] for j in [j0, j1) from x[0, c). O((j1 - j0) + k) for avg (running sum in double,
 // restarted per call so rounding cannot drift across a long row), O((j1 - j0) * k) for max.
@@ -64,7 +66,7 @@ inline void pool1d(const float* x, index_t c, pooling mode, int kernel, index_t 
 // the pooled rows into the row of token_scores they belong to. Pooling happens per query head,
 // before aggregation, as in SnapKV / CAKE (it matters for max pooling). Heads are added in
 // ascending order, so the result does not depend on the thread count.
-inline void pool_and_aggregate(const std::vector<float>& raw, const head_plan& plan, pooling mode,
+inline void pool_and_aggregate(const std::vector<float>& raw, const head_groups& plan, pooling mode,
                                int kernel, token_scores& out) {
   const index_t c = out.candidates;
   if (c == 0) return;
@@ -92,5 +94,4 @@ inline void pool_and_aggregate(const std::vector<float>& raw, const head_plan& p
   }
 }
 
-}  // namespace detail
 }  // namespace kvtrim

@@ -10,7 +10,7 @@
 #include "kvtrim/core/layer_kv.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
-#include "kvtrim/score/aggregation.hpp"
+#include "kvtrim/score/token_scorer.hpp"
 
 namespace kvtrim {
 
@@ -30,9 +30,8 @@ struct random_scores {
   template <class T>
   token_scores score(int layer, const layer_kv<T>& in, const std::vector<int>& heads,
                      const model_shape& shape) const {
-    detail::check_scoring_input(layer, in, heads, shape);
-    token_scores out = token_scores::make(aggregate == aggregation::shared, in.kv_heads(),
-                                          in.kv_head_offset, in.prompt_length(), in.window());
+    check_scoring_input(layer, in, heads, shape);
+    token_scores out = make_scores(in, aggregate);
     const index_t c = out.candidates;
     for (index_t r = 0; r < out.rows(); ++r) {
       const std::uint64_t kv =

@@ -14,11 +14,35 @@
 #include "kvtrim/core/layer_kv.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
-#include "kvtrim/score/aggregation.hpp"
+#include "kvtrim/score/token_scorer.hpp"
 #include "kvtrim/score/pooling.hpp"
 #include "kvtrim/score/window_softmax.hpp"
 
 namespace kvtrim {
+
+// The body every window-attention scorer shares (SnapKV's and CAKE's): the window pass over the
+// heads `heads` selects, key_score(sum, variance) per (query head, candidate), pooling per query
+// head, then the GQA / shared row sums. Fills CAKE's layer statistics when `layer_stats`.
+template <class T, class KeyScore>
+token_scores pooled_window_scores(int layer, const layer_kv<T>& in, const std::vector<int>& heads,
+                                  const model_shape& shape, aggregation aggregate, pooling pool,
+                                  int kernel, bool need_variance, KeyScore key_score,
+                                  bool layer_stats) {
+  detail::check_kernel(kernel);
+  check_scoring_input(layer, in, heads, shape);
+  const head_groups groups = group_heads(in, heads, shape, aggregate);
+  token_scores out = make_scores(in, aggregate);
+  std::vector<float> raw;
+  window_stats st;
+  window_attention_pass(in, groups, need_variance, key_score, raw, layer_stats ? &st : nullptr);
+  pool_and_aggregate(raw, groups, pool, kernel, out);
+  if (layer_stats) {
+    out.entropy_sum = st.entropy_sum;
+    out.variance_sum = st.variance_sum;
+    out.stat_heads = st.heads;
+  }
+  return out;
+}
 
 struct window_attention {
   pooling pool = pooling::avg;  // SnapKV's default 'avgpool'
@@ -31,22 +55,9 @@ struct window_attention {
   template <class T>
   token_scores score(int layer, const layer_kv<T>& in, const std::vector<int>& heads,
                      const model_shape& shape) const {
-    validate();
-    detail::check_scoring_input(layer, in, heads, shape);
-    const detail::head_plan plan = detail::plan_heads(in, heads, shape, aggregate);
-    token_scores out = token_scores::make(aggregate == aggregation::shared, in.kv_heads(),
-                                          in.kv_head_offset, in.prompt_length(), in.window());
-    std::vector<float> raw;
-    detail::window_stats st;
-    detail::window_attention_pass(
-        in, plan, false, [](float sum, float) { return sum; }, raw, layer_stats ? &st : nullptr);
-    detail::pool_and_aggregate(raw, plan, pool, kernel, out);
-    if (layer_stats) {
-      out.entropy_sum = st.entropy_sum;
-      out.variance_sum = st.variance_sum;
-      out.stat_heads = st.heads;
-    }
-    return out;
+    return pooled_window_scores(
+        layer, in, heads, shape, aggregate, pool, kernel, false,
+        [](float sum, float) { return sum; }, layer_stats);
   }
 };
 

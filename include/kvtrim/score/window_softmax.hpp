@@ -25,8 +25,6 @@
 #include "kvtrim/score/aggregation.hpp"
 
 namespace kvtrim {
-namespace detail {
-
 // CAKE's layer statistics of the contributing heads, as sums over those heads.
 struct window_stats {
   double entropy_sum = 0.0;   // sum_h (1/w) sum_i sum_{j<n-w} -a_hij log(a_hij + 1e-10)
@@ -34,6 +32,7 @@ struct window_stats {
   double heads = 0.0;         // number of contributing heads
 };
 
+namespace detail {
 // Unbiased variance of v[0..w) around `mean` (torch.var's default correction = 1). A window of
 // one query has no spread: 0 (torch would give NaN).
 inline float window_variance(const float* v, index_t w, index_t stride, float mean) {
@@ -45,13 +44,14 @@ inline float window_variance(const float* v, index_t w, index_t stride, float me
   }
   return s / static_cast<float>(w - 1);
 }
+}  // namespace detail
 
 // Runs the pass for the heads of `plan`. raw[i * c + j] = key_score(sum_i a_ij, var_i a_ij) for
 // plan head i and candidate j < c = n - w (the variance is computed only when need_variance or
 // stats != nullptr; otherwise 0 is passed). Fills *stats when given. The caller has validated
 // `in` (check_scoring_input); nothing here throws except std::bad_alloc.
 template <class T, class KeyScore>
-void window_attention_pass(const layer_kv<T>& in, const head_plan& plan, bool need_variance,
+void window_attention_pass(const layer_kv<T>& in, const head_groups& plan, bool need_variance,
                            KeyScore key_score, std::vector<float>& raw, window_stats* stats) {
   using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using out_map = Eigen::Map<row_matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
@@ -172,7 +172,7 @@ void window_attention_pass(const layer_kv<T>& in, const head_plan& plan, bool ne
       for (index_t t = 0; t < w; ++t) s += a0[t * n + j];
       float v = 0.0f;
       if (want_var) {
-        v = window_variance(a0 + j, w, n, s / static_cast<float>(w));
+        v = detail::window_variance(a0 + j, w, n, s / static_cast<float>(w));
         var_total += v;
       }
       out[j] = key_score(s, v);
@@ -195,5 +195,4 @@ void window_attention_pass(const layer_kv<T>& in, const head_plan& plan, bool ne
   }
 }
 
-}  // namespace detail
 }  // namespace kvtrim

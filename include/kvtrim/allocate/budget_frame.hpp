@@ -1,12 +1,7 @@
 #pragma once
-// What every budget allocator's per-sequence state starts with, and the checks they share.
-//
-// The allocator contract (compose/ calls exactly this):
-//   struct state;                                            // per sequence, plain data
-//   state plan(const model_shape&, index_t B, index_t n, index_t w) const;
-//   std::vector<index_t> head_budgets(state&, int layer, const token_scores&) const;
-//   index_t layer_budget(const state&, int layer) const;
-// Budgets count retained prompt tokens per KV head INCLUDING the observation window.
+// A sequence's budget frame: the numbers every budget allocator's state starts with (B, n, w and
+// the model's head counts), the clipping rule they share, and their common checks. The role's
+// contract itself is in budget_allocator.hpp.
 //
 // Clipping, common to every allocator: a head keeps at most n tokens (the whole prompt) and at
 // least min(w, n) (the window is always kept). So
@@ -23,7 +18,7 @@
 
 namespace kvtrim {
 
-struct budget_plan {
+struct budget_frame {
   int layers = 0;        // L
   int q_heads = 0;       // query heads per layer
   int kv_heads = 0;      // H_kv: the model's KV heads per layer (all shards)
@@ -42,7 +37,7 @@ struct budget_plan {
 
 namespace detail {
 
-inline budget_plan make_budget_plan(const model_shape& shape, index_t budget, index_t prompt,
+inline budget_frame make_budget_frame(const model_shape& shape, index_t budget, index_t prompt,
                                     index_t window, const char* who) {
   shape.validate();
   require(budget > 0, who, ": budget ", budget, " tokens must be > 0");
@@ -50,7 +45,7 @@ inline budget_plan make_budget_plan(const model_shape& shape, index_t budget, in
   require(shape.context <= 0 || prompt <= shape.context, who, ": prompt of ", prompt,
           " tokens exceeds the model's context of ", shape.context);
   require(window >= 0, who, ": window ", window, " must be >= 0");
-  budget_plan p;
+  budget_frame p;
   p.layers = shape.layers;
   p.q_heads = shape.q_heads;
   p.kv_heads = shape.kv_heads;
@@ -60,12 +55,12 @@ inline budget_plan make_budget_plan(const model_shape& shape, index_t budget, in
   return p;
 }
 
-inline void check_layer_index(const budget_plan& p, int layer, const char* who) {
+inline void check_layer_index(const budget_frame& p, int layer, const char* who) {
   require(layer >= 0 && layer < p.layers, who, ": layer ", layer, " outside [0, ", p.layers, ")");
 }
 
 // The scores must describe the planned prompt and a shard of the model's KV heads.
-inline void check_scores_for_plan(const budget_plan& p, const token_scores& s, const char* who) {
+inline void check_scores_for_frame(const budget_frame& p, const token_scores& s, const char* who) {
   require(s.prompt_length() == p.prompt && s.window == p.window, who, ": scores for a prompt of ",
           s.prompt_length(), " tokens (window ", s.window, ") but the plan is for ", p.prompt,
           " tokens (window ", p.window, ")");
@@ -79,7 +74,7 @@ inline void check_scores_for_plan(const budget_plan& p, const token_scores& s, c
 }
 
 // A layer-level allocator's answer: the same clipped budget for every local KV head.
-inline std::vector<index_t> same_for_every_head(const budget_plan& p, const token_scores& s,
+inline std::vector<index_t> same_for_every_head(const budget_frame& p, const token_scores& s,
                                                 index_t tokens) {
   return std::vector<index_t>(static_cast<size_t>(s.kv_heads), p.clip(tokens));
 }

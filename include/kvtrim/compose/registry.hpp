@@ -1,0 +1,330 @@
+#pragma once
+// The registry: every named method, once. An entry is a small struct with the method's name, its
+// description (paper, the four roles in words, its own parameters with defaults and ranges, what
+// it needs from a profile) and `build`, which composes the four roles from its parameters. The
+// runtime front (compose/method.hpp), the CLI, the eval tool, the docs' methods table and the
+// Python package all read this list; nothing else names methods.
+//
+// `build` is a template over the composer so one entry serves every backend: the CPU front passes
+// a composer that forms compressor<Sel, Scorer, Alloc>; a backend with its own kernels passes one
+// that maps the same role objects onto them. Adding a method: docs/ADDING_A_METHOD.md.
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "kvtrim/allocate/cake_layers.hpp"
+#include "kvtrim/allocate/error_aware.hpp"
+#include "kvtrim/allocate/head_adaptive.hpp"
+#include "kvtrim/allocate/head_pool.hpp"
+#include "kvtrim/allocate/pyramid.hpp"
+#include "kvtrim/allocate/uniform.hpp"
+#include "kvtrim/compose/keep_all.hpp"
+#include "kvtrim/compose/params.hpp"
+#include "kvtrim/profile/profile.hpp"
+#include "kvtrim/score/cake.hpp"
+#include "kvtrim/score/knorm.hpp"
+#include "kvtrim/score/random.hpp"
+#include "kvtrim/score/streaming.hpp"
+#include "kvtrim/score/window_attention.hpp"
+#include "kvtrim/select/all_heads.hpp"
+#include "kvtrim/select/retrieval_heads.hpp"
+
+namespace kvtrim {
+
+struct method_info {
+  std::string name;
+  std::string paper;
+  std::string head_selector, token_scorer, budget_allocator;  // the roles, in words
+  std::vector<param_spec> params;
+  bool needs_semantic_retrieval = false;   // profile: semantic-retrieval head scores
+  bool needs_retrieval_reasoning = false;  // profile: retrieval-reasoning head scores
+  bool needs_layer_error = false;          // profile: layer eviction-error weights
+  bool cascades = false;  // re-trims earlier layers (compress_layer needs a layer_store)
+
+  bool needs_profile() const {
+    return needs_semantic_retrieval || needs_retrieval_reasoning || needs_layer_error;
+  }
+  const param_spec* param(const std::string& key) const {
+    for (const auto& p : params)
+      if (p.key == key) return &p;
+    return nullptr;
+  }
+};
+
+// What an entry's build() reads: its checked parameters and the profile (present and matching
+// the model whenever the entry says it needs one).
+struct build_args {
+  const param_set& params;
+  const profile* prof = nullptr;
+
+  // The window-attention scorer with this method's pooling and kernel.
+  window_attention window(aggregation agg = aggregation::per_kv_head) const {
+    window_attention w;
+    const std::string& p = params.text("pooling");
+    w.pool = p == "avg" ? pooling::avg : p == "max" ? pooling::max : pooling::none;
+    w.kernel = static_cast<int>(params.integer("kernel"));
+    w.aggregate = agg;
+    return w;
+  }
+};
+
+namespace params {
+// Window-score pooling of every window-scoring method (CAKE's too, for equal conditions): max,
+// kernel 7 -- the setting of KVCache-Factory, whose code the CompressKV, HeadKV and CAKE
+// evaluations run (SnapKV's own default, avg 5, keeps fewer whole spans; docs/RESULTS.md).
+inline std::vector<param_spec> pooling(std::vector<param_spec> more = {}) {
+  std::vector<param_spec> p = {
+      {"pooling", param_kind::choice, "max", 0, 0, {"avg", "max", "none"},
+       "window-score pooling", false},
+      {"kernel", param_kind::integer, "7", 1, 4095, {}, "pooling kernel (odd)", true}};
+  for (auto& x : more) p.push_back(std::move(x));
+  return p;
+}
+inline param_spec integer(std::string key, std::string def, double lo, double hi,
+                          std::string help) {
+  return {std::move(key), param_kind::integer, std::move(def), lo, hi, {}, std::move(help), false};
+}
+inline param_spec real(std::string key, std::string def, double lo, double hi, std::string help) {
+  return {std::move(key), param_kind::real, std::move(def), lo, hi, {}, std::move(help), false};
+}
+inline param_spec choice(std::string key, std::string def, std::vector<std::string> words,
+                         std::string help) {
+  return {std::move(key), param_kind::choice, std::move(def), 0, 0, std::move(words),
+          std::move(help), false};
+}
+constexpr double unbounded = 9.0e15;  // integers up to 2^53 are exact in a double
+}  // namespace params
+
+namespace methods {
+
+// Each entry: name, info() (paper, roles in words, parameters, profile needs), build().
+
+struct full {
+  static constexpr const char* name = "full";
+  static method_info info() { return {name, "-", "-", "-", "keep all", {}}; }
+  template <class C>
+  static auto build(C&& c, const build_args&) {
+    return c(all_heads{}, no_scores{}, keep_all{});
+  }
+};
+
+struct random {
+  static constexpr const char* name = "random";
+  static method_info info() {
+    return {name, "baseline", "all", "seeded random", "uniform",
+            {params::integer("seed", "0", 0, params::unbounded, "random seed")}};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    random_scores r;
+    r.seed = static_cast<std::uint64_t>(a.params.integer("seed"));
+    return c(all_heads{}, r, uniform{});
+  }
+};
+
+struct streaming {
+  static constexpr const char* name = "streaming";
+  static method_info info() {
+    return {name, "StreamingLLM, Xiao et al. 2023 (arXiv:2309.17453)", "all", "4 sinks + recent",
+            "uniform", {params::integer("sinks", "4", 0, params::unbounded, "attention-sink tokens")}};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    kvtrim::streaming s;
+    s.sinks = a.params.integer("sinks");
+    s.validate();
+    return c(all_heads{}, s, uniform{});
+  }
+};
+
+struct snapkv {
+  static constexpr const char* name = "snapkv";
+  static method_info info() {
+    return {name, "SnapKV, Li et al. 2024 (arXiv:2404.14469)", "all",
+            "window attention, max pool k=7, per KV head", "uniform", params::pooling()};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(all_heads{}, a.window(), uniform{});
+  }
+};
+
+struct pyramidkv {
+  static constexpr const char* name = "pyramidkv";
+  static method_info info() {
+    return {name, "PyramidKV, Cai et al. 2024 (arXiv:2406.02069)", "all", "as snapkv",
+            "pyramid, β = 20",
+            params::pooling({params::integer("beta", "20", 1, params::unbounded,
+                                             "top layer's share: B_top = B / beta")})};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(all_heads{}, a.window(), pyramid(a.params.integer("beta")));
+  }
+};
+
+struct adakv {
+  static constexpr const char* name = "adakv";
+  static method_info info() {
+    return {name, "Ada-KV, Feng et al. 2024 (arXiv:2407.11550)", "all", "as snapkv",
+            "head-adaptive within a layer, α = 0.2",
+            params::pooling({params::real("alpha", "0.2", 0, 1, "floor: share split evenly")})};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(all_heads{}, a.window(), head_adaptive<uniform>(a.params.real("alpha")));
+  }
+};
+
+struct cake {
+  static constexpr const char* name = "cake";
+  static method_info info() {
+    method_info m{name, "CAKE, Qin et al. 2025 (arXiv:2503.12491)", "all",
+                  "mean + γ·variance, γ = 200", "layer preference, cascading, τ1 = τ2 = 1",
+                  params::pooling({params::real("gamma", "200", 0, 1e30, "weight of the variance"),
+                                   params::real("tau1", "1", 1e-9, 1e9, "entropy temperature"),
+                                   params::real("tau2", "1", 1e-9, 1e9, "variance temperature")})};
+    m.cascades = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    const window_attention w = a.window();
+    cake_scores s;
+    s.gamma = a.params.real("gamma");
+    s.pool = w.pool;
+    s.kernel = w.kernel;
+    s.validate();
+    return c(all_heads{}, s, cake_layers(a.params.real("tau1"), a.params.real("tau2")));
+  }
+};
+
+struct headkv {
+  static constexpr const char* name = "headkv";
+  static method_info info() {
+    method_info m{name, "HeadKV, Fu et al. 2024 (arXiv:2410.19258)", "all", "as snapkv",
+                  "head pool from retrieval-reasoning scores, β = 1.01",
+                  params::pooling({params::real("beta", "1.01", 1e-9, 1e9, "pool share exponent"),
+                                   params::choice("total", "exact", {"exact", "formula"},
+                                                  "exact L*H*B total, or the paper's formula")})};
+    m.needs_retrieval_reasoning = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    const auto total = a.params.text("total") == "exact" ? head_pool::total::exact
+                                                         : head_pool::total::formula;
+    return c(all_heads{}, a.window(),
+             head_pool(a.prof->retrieval_reasoning, a.params.real("beta"), total));
+  }
+};
+
+inline param_spec srh_count() {
+  return params::integer("heads", "4", 1, 1 << 20, "semantic retrieval heads per layer");
+}
+inline param_spec min_layer_tokens() {
+  return params::integer("min_layer_tokens", "32", 0, params::unbounded,
+                         "m: the error-aware allocator's least layer budget");
+}
+
+struct compresskv {
+  static constexpr const char* name = "compresskv";
+  static method_info info() {
+    method_info m{name, "CompressKV, Lin et al. 2025 (arXiv:2508.02401)",
+                  "top-4 semantic retrieval heads", "window attention, one shared set per layer",
+                  "error-aware, m = 32", params::pooling({srh_count(), min_layer_tokens()})};
+    m.needs_semantic_retrieval = m.needs_layer_error = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(retrieval_heads(a.prof->semantic_retrieval, static_cast<int>(a.params.integer("heads"))),
+             a.window(aggregation::shared),
+             error_aware(a.prof->layer_error, a.params.integer("min_layer_tokens")));
+  }
+};
+
+struct compresskv_uniform {  // ablation: semantic retrieval heads, uniform budgets
+  static constexpr const char* name = "compresskv-uniform";
+  static method_info info() {
+    method_info m{name, "ablation", "as compresskv", "as compresskv", "uniform",
+                  params::pooling({srh_count()})};
+    m.needs_semantic_retrieval = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(retrieval_heads(a.prof->semantic_retrieval, static_cast<int>(a.params.integer("heads"))),
+             a.window(aggregation::shared), uniform{});
+  }
+};
+
+struct adakv_compresskv {  // Ada-KV's head split inside CompressKV's layer budgets
+  static constexpr const char* name = "adakv-compresskv";
+  static method_info info() {
+    method_info m{name, "combination", "all", "as snapkv", "Ada-KV inside error-aware layer budgets",
+                  params::pooling({params::real("alpha", "0.2", 0, 1, "floor: share split evenly"),
+                                   min_layer_tokens()})};
+    m.needs_layer_error = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(all_heads{}, a.window(),
+             head_adaptive<error_aware>(
+                 a.params.real("alpha"),
+                 error_aware(a.prof->layer_error, a.params.integer("min_layer_tokens"))));
+  }
+};
+
+struct knorm {
+  static constexpr const char* name = "knorm";
+  static method_info info() {
+    return {name, "KnormPress, Devoto et al. 2024 (arXiv:2406.11430)", "all",
+            "smallest key L2 norm, per KV head", "uniform", {}};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args&) {
+    return c(all_heads{}, kvtrim::knorm{}, uniform{});
+  }
+};
+}  // namespace methods
+
+// Every registered method, in the order the docs list them.
+using all_methods = std::tuple<methods::full, methods::random, methods::streaming, methods::snapkv,
+                               methods::pyramidkv, methods::adakv, methods::cake, methods::headkv,
+                               methods::compresskv, methods::compresskv_uniform,
+                               methods::adakv_compresskv, methods::knorm>;
+
+// Calls f(entry) for each registered method type, in registry order.
+template <class F>
+void for_each_method(F&& f) {
+  std::apply([&f](auto... m) { (f(m), ...); }, all_methods{});
+}
+
+inline const std::vector<method_info>& method_registry() {
+  static const std::vector<method_info> all = [] {
+    std::vector<method_info> v;
+    for_each_method([&v](auto m) { v.push_back(decltype(m)::info()); });
+    return v;
+  }();
+  return all;
+}
+
+inline std::vector<std::string> method_names() {
+  std::vector<std::string> out;
+  for (const auto& m : method_registry()) out.push_back(m.name);
+  return out;
+}
+
+// Throws kvtrim::error naming every accepted method.
+inline const method_info& find_method(const std::string& name) {
+  for (const auto& m : method_registry())
+    if (m.name == name) return m;
+  std::string all;
+  for (const auto& m : method_registry()) all += (all.empty() ? "" : ", ") + m.name;
+  detail::fail("unknown method '", name, "' (accepted: ", all, ")");
+}
+
+}  // namespace kvtrim
