@@ -25,6 +25,8 @@
 #include <vector>
 
 #include "kvtrim/kvtrim.hpp"
+#include "kvtrim/compose/layer_store.hpp"
+#include "kvtrim/compose/registry.hpp"
 #include "kvtrim/attention/ragged_decode.hpp"
 #include "kvtrim/calibrate/layer_eviction_error.hpp"
 #include "kvtrim/calibrate/retrieval_reasoning_score.hpp"
@@ -218,76 +220,59 @@ struct py_method {
   index_t window = 8;
 };
 
-// PROTOTYPE against method_config: replaced by the registry's method_spec at the merge.
-bool cascades_of(const std::string& name) { return name == "cake"; }
-
-double number_param(const std::string& key, const std::string& text) {
-  try {
-    size_t used = 0;
-    const double d = std::stod(text, &used);
-    if (used == text.size()) return d;
-  } catch (const std::exception&) {
-  }
-  kvtrim::detail::fail("parameter ", key, " = '", text, "' is not a number");
-}
-
 kvtrim::method make(const std::string& name, const kvtrim::model_shape& shape, kvtrim::budget b,
-                    index_t window, const kvtrim::profile* prof,
-                    const std::map<std::string, std::string>& params) {
-  kvtrim::method_config cfg;
-  cfg.name = name;
-  cfg.target = b;
-  cfg.window = window;
-  cfg.prof = prof;
-  for (const auto& [k, v] : params) {
-    const double d = (k == "pooling" || k == "headkv_exact") ? 0.0 : number_param(k, v);
-    if (k == "pooling") {
-      kvtrim::detail::require(v == "avg" || v == "max" || v == "none", "pooling '", v, "' (accepted: avg, max, none)");
-      cfg.pool = v == "avg" ? kvtrim::pooling::avg : v == "max" ? kvtrim::pooling::max : kvtrim::pooling::none;
-    } else if (k == "kernel") cfg.kernel = static_cast<int>(d);
-    else if (k == "retrieval_heads") cfg.retrieval_heads = static_cast<int>(d);
-    else if (k == "min_layer_tokens" || k == "m") cfg.min_layer_tokens = static_cast<index_t>(d);
-    else if (k == "beta") (name == "headkv" ? cfg.headkv_beta : cfg.pyramid_beta) = d;
-    else if (k == "alpha") cfg.adakv_alpha = d;
-    else if (k == "sinks") cfg.sinks = static_cast<index_t>(d);
-    else if (k == "seed") cfg.seed = static_cast<std::uint64_t>(d);
-    else if (k == "gamma") cfg.cake_gamma = d;
-    else if (k == "tau1") cfg.cake_tau1 = d;
-    else if (k == "tau2") cfg.cake_tau2 = d;
-    else kvtrim::detail::fail("method '", name, "' has no parameter '", k, "'");
-  }
-  return kvtrim::make_method(cfg, shape);
+                    index_t window, const kvtrim::profile* prof, kvtrim::param_values params) {
+  kvtrim::method_spec spec;
+  spec.name = name;
+  spec.target = b;
+  spec.window = window;
+  spec.params = std::move(params);
+  spec.prof = prof;
+  return kvtrim::make_method(spec, shape);
 }
 
-// compress_layer, then (cascading methods) re-trim earlier layers through the Python store.
+// kvtrim::layer_store over a Python object with compacted(layer, kv_head) -> (keys, values) and
+// resized(layer, lengths). Called with the GIL held; keeps the arrays it handed out alive.
+template <class T>
+class py_store final : public kvtrim::layer_store<T> {
+ public:
+  explicit py_store(nb::object o) : o_(std::move(o)) {}
+  kvtrim::layer_kv<T> compacted(int layer, index_t kv_head) override {
+    nb::object r = o_.attr("compacted")(layer, kv_head);
+    auto t = nb::cast<std::pair<any_array, any_array>>(r);
+    held_.push_back(t.first);
+    held_.push_back(t.second);
+    check_cpu(t.first, "store keys");
+    check_cpu(t.second, "store values");
+    kvtrim::layer_kv<T> kv;
+    if (elem_of(t.first, "store keys") != elem_of(t.second, "store values"))
+      throw nb::type_error("kvtrim: store keys and values dtypes differ");
+    kv.keys = view_of<T>(held_[held_.size() - 2], "store keys", "[kv_head, token, dim]");
+    kv.values = view_of<T>(held_.back(), "store values", "[kv_head, token, dim]");
+    kv.kv_head_offset = kv_head;
+    return kv;
+  }
+  void resized(int layer, const std::vector<index_t>& lengths) override {
+    o_.attr("resized")(layer, to_numpy(lengths));
+  }
+
+ private:
+  nb::object o_;
+  std::vector<any_array> held_;
+};
+
+// compress_layer; cascading methods (CAKE) re-trim earlier layers through the Python store.
 std::vector<index_t> compress_with_store(py_sequence& s, int layer, const layer_arrays& a,
                                          nb::object store) {
-  if (s.cascades && store.is_none())
-    kvtrim::detail::fail("method '", s.owner->m.name(),
-                         "' re-trims earlier layers: pass store= (an object with compacted(layer, kv_head) "
-                         "and resized(layer, lengths))");
-  std::vector<index_t> out;
-  {
+  if (store.is_none()) {
     nb::gil_scoped_release nogil;
-    out = with_layer(a, [&](const auto& kv) { return s.seq->compress_layer(layer, kv); });
+    return with_layer(a, [&](const auto& kv) { return s.seq->compress_layer(layer, kv); });
   }
-  if (!s.cascades) return out;
-  for (int l : s.seq->pending_retrims()) {
-    const index_t H = s.owner->m.shape().kv_heads;
-    std::vector<index_t> lengths;
-    for (index_t h = 0; h < H; ++h) {
-      nb::object kvs = store.attr("compacted")(l, h);
-      auto t = nb::cast<std::pair<any_array, any_array>>(kvs);
-      layer_arrays la{t.first, t.second, a.queries, 0, h};
-      const std::vector<index_t> one = with_layer(la, [&](auto kv) {
-        kv.length = 0;
-        return s.seq->retrim(l, kv);
-      });
-      lengths.insert(lengths.end(), one.begin(), one.end());
-    }
-    store.attr("resized")(l, to_numpy(lengths));
-  }
-  return out;
+  return with_layer(a, [&](const auto& kv) {
+    using T = typename std::decay_t<decltype(kv.keys)>::element_type;
+    py_store<T> st(store);
+    return s.seq->compress_layer(layer, kv, st);
+  });
 }
 
 }  // namespace
@@ -425,26 +410,43 @@ NB_MODULE(_kvtrim, m) {
         "CompressKV's layer weights from per-dataset error totals (each row L1-normalised, averaged).");
 
   // ---- the method registry -------------------------------------------------------------------
-  // PROTOTYPE: names only until the registry lands.
-  struct proto_info {
-    std::string name, paper;
-    std::vector<int> params;
-  };
-  nb::class_<proto_info>(m, "MethodInfo", "One registry entry.")
-      .def_ro("name", &proto_info::name)
-      .def_ro("paper", &proto_info::paper)
-      .def_ro("params", &proto_info::params);
+  nb::enum_<kvtrim::param_kind>(m, "ParamKind", "Kind of a method parameter.")
+      .value("integer", kvtrim::param_kind::integer)
+      .value("real", kvtrim::param_kind::real)
+      .value("boolean", kvtrim::param_kind::boolean)
+      .value("choice", kvtrim::param_kind::choice);
+  nb::class_<kvtrim::param_spec>(m, "ParamSpec", "One parameter of a method: key, kind, default (as text), range, help.")
+      .def_ro("key", &kvtrim::param_spec::key)
+      .def_ro("kind", &kvtrim::param_spec::kind)
+      .def_ro("default", &kvtrim::param_spec::default_value)
+      .def_ro("min", &kvtrim::param_spec::min)
+      .def_ro("max", &kvtrim::param_spec::max)
+      .def_ro("choices", &kvtrim::param_spec::choices)
+      .def_ro("help", &kvtrim::param_spec::help)
+      .def_ro("odd", &kvtrim::param_spec::odd)
+      .def("__repr__", [](const kvtrim::param_spec& p) {
+        return "ParamSpec(key='" + p.key + "', kind=" + kvtrim::to_string(p.kind) + ", default='" + p.default_value + "')";
+      });
+  nb::class_<kvtrim::method_info>(m, "MethodInfo",
+                                  "One registry entry: name, paper, the four roles in words, its parameters and "
+                                  "what it needs from a profile.")
+      .def_ro("name", &kvtrim::method_info::name)
+      .def_ro("paper", &kvtrim::method_info::paper)
+      .def_ro("head_selector", &kvtrim::method_info::head_selector)
+      .def_ro("token_scorer", &kvtrim::method_info::token_scorer)
+      .def_ro("budget_allocator", &kvtrim::method_info::budget_allocator)
+      .def_ro("params", &kvtrim::method_info::params)
+      .def_ro("needs_semantic_retrieval", &kvtrim::method_info::needs_semantic_retrieval)
+      .def_ro("needs_retrieval_reasoning", &kvtrim::method_info::needs_retrieval_reasoning)
+      .def_ro("needs_layer_error", &kvtrim::method_info::needs_layer_error)
+      .def_ro("cascades", &kvtrim::method_info::cascades)
+      .def_prop_ro("needs_profile", &kvtrim::method_info::needs_profile)
+      .def("__repr__", [](const kvtrim::method_info& i) { return "MethodInfo(name='" + i.name + "', paper='" + i.paper + "')"; });
+  m.def("methods", &kvtrim::method_registry, nb::rv_policy::reference,
+        "The method registry, in the docs' order (the one list every tool reads).");
+  m.def("method_info", &kvtrim::find_method, "name"_a, nb::rv_policy::reference,
+        "The registry entry of `name`; kvtrim.Error lists the accepted names.");
   m.def("method_names", &kvtrim::method_names, "Every method name, in the registry's order.");
-  m.def("methods", [] {
-    std::vector<proto_info> v;
-    for (const auto& n : kvtrim::method_names()) v.push_back({n, "", {}});
-    return v;
-  });
-  m.def("method_info", [](const std::string& n) {
-    for (const auto& x : kvtrim::method_names())
-      if (x == n) return proto_info{n, "", {}};
-    kvtrim::detail::fail("unknown method '", n, "' (accepted: ...)");
-  }, "name"_a);
   nb::class_<py_method>(m, "Method",
                         "A configured method for one model shape: immutable, shareable. Build with "
                         "Method(name, shape, budget=64, window=8, profile=None, **params); see methods().")
@@ -456,8 +458,9 @@ NB_MODULE(_kvtrim, m) {
             auto p = prof ? std::make_shared<const kvtrim::profile>(std::move(*prof)) : nullptr;
             std::map<std::string, std::string> text;
             for (const auto& [k, v] : params) text[k] = param_text(v);
-            new (self) py_method{make(name, shape, budget_of(budget), window, p.get(), text), p, text, false, window};
-            self->cascades = cascades_of(name);
+            new (self) py_method{make(name, shape, budget_of(budget), window, p.get(), text), p, {}, false, window};
+            self->params = self->m.params();
+            self->cascades = self->m.cascades();
           },
           "name"_a, "shape"_a, "budget"_a = 64, "window"_a = 8, "profile"_a = nb::none(),
           "params"_a = std::map<std::string, param_value>{},
@@ -467,7 +470,9 @@ NB_MODULE(_kvtrim, m) {
           "profile missing or made for another model.")
       .def_prop_ro("name", [](const py_method& x) { return x.m.name(); })
       .def_prop_ro("shape", [](const py_method& x) { return x.m.shape(); })
-      .def_prop_ro("params", [](const py_method& x) { return x.params; }, "The parameters given, as text.")
+      .def_prop_ro("params", [](const py_method& x) { return x.params; },
+                   "Every parameter's value as text, defaults included (what the method was built with).")
+      .def_prop_ro("info", [](const py_method& x) { return x.m.info(); }, "The method's registry entry.")
       .def_prop_ro("cascades", [](const py_method& x) { return x.cascades; },
                    "Whether compress_layer re-trims earlier layers (needs store=).")
       .def_prop_ro("window", [](const py_method& x) { return x.window; }, "Observation window w.")

@@ -37,12 +37,12 @@ int main(int argc, char** argv) {
     if (!in) throw kvtrim::error("oracle: short input");
     kvtrim::profile prof;
     if (argc > 4) prof = kvtrim::load_profile(argv[4]);
-    kvtrim::method_config cfg;
-    cfg.name = argv[1];
-    cfg.target = kvtrim::budget::tokens(B);
-    cfg.window = w;
-    cfg.prof = argc > 4 ? &prof : nullptr;
-    const kvtrim::method m = kvtrim::make_method(cfg, {L, Hq, Hkv, D, 0});
+    kvtrim::method_spec spec;
+    spec.name = argv[1];
+    spec.target = kvtrim::budget::tokens(B);
+    spec.window = w;
+    spec.prof = argc > 4 ? &prof : nullptr;
+    const kvtrim::method m = kvtrim::make_method(spec, {L, Hq, Hkv, D, 0});
     auto seq = m.begin(n);
     auto kv_of = [&](int l) {
       kvtrim::layer_kv<float> kv;

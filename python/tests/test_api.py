@@ -20,14 +20,33 @@ def test_registry_lists_every_method():
     names = kvtrim.method_names()
     for n in ["full", "streaming", "snapkv", "pyramidkv", "adakv", "cake", "headkv", "compresskv"]:
         assert n in names
-    for info in kvtrim.methods():
-        assert info.name in names
-        assert isinstance(info.paper, str)
-        for p in info.params:
-            assert p.key and isinstance(p.default, str)
-    assert kvtrim.method_info("snapkv").name == "snapkv"
+    assert [i.name for i in kvtrim.methods()] == names
+    snap = kvtrim.method_info("snapkv")
+    assert "2404.14469" in snap.paper and snap.token_scorer and snap.budget_allocator
+    params = {p.key: p for p in snap.params}
+    assert params["pooling"].default == "max" and params["pooling"].kind == kvtrim.ParamKind.choice
+    assert params["kernel"].default == "7" and params["kernel"].odd
+    assert kvtrim.method_info("compresskv").needs_profile and kvtrim.method_info("cake").cascades
     with pytest.raises(ValueError, match="accepted"):
         kvtrim.method_info("nope")
+
+
+def test_method_params_from_the_registry():
+    m = kvtrim.Method("pyramidkv", SHAPE, budget=32, params={"beta": 10, "pooling": "avg"})
+    assert m.params["beta"] == "10" and m.params["pooling"] == "avg" and m.params["kernel"] == "7"
+    assert m.info.name == "pyramidkv" and not m.cascades and m.window == 8
+    assert kvtrim.Method("cake", SHAPE).cascades
+    with pytest.raises(ValueError, match="kernel"):
+        kvtrim.Method("snapkv", SHAPE, params={"kernel": 4})
+    with pytest.raises(ValueError):
+        kvtrim.Method("snapkv", SHAPE, params={"pooling": "median"})
+
+
+def test_cascading_method_needs_a_store():
+    n = 64
+    k, v, q = rand(2, n, 16), rand(2, n, 16, seed=1), rand(6, 8, 16, seed=2)
+    with pytest.raises(ValueError, match="store"):
+        kvtrim.Method("cake", SHAPE, budget=16).begin(n).compress_layer(0, k, v, q)
 
 
 def test_help_reads_well():
@@ -221,3 +240,12 @@ def _bad_calls():
 def test_bad_input_raises(case):
     with pytest.raises((ValueError, TypeError)):
         _bad_calls()[case]()
+
+
+def test_stubs_cover_the_module(root):
+    import kvtrim._kvtrim as ext
+
+    stub = (root / "python" / "kvtrim" / "_kvtrim.pyi").read_text()
+    for name in dir(ext):
+        if not name.startswith("_"):
+            assert (f"class {name}" in stub or f"def {name}(" in stub), f"{name} missing from _kvtrim.pyi (regenerate: python -m nanobind.stubgen -m kvtrim._kvtrim -o python/kvtrim/_kvtrim.pyi)"
