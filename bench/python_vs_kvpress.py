@@ -42,6 +42,8 @@ import time
 import types
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 for _name in ("datasets", "fire"):  # imported at kvpress's top level by presses not used here
     _m = types.ModuleType(_name)
@@ -61,8 +63,9 @@ import kvtrim.transformers as kt  # noqa: E402
 
 NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 QUESTION = "What is the best thing to do in San Francisco?"
-ANSWER = "eat a sandwich and sit in dolores park"
+ANSWER = "sandwich and sit in dolores park"
 PREFIX = "The best thing to do in San Francisco is"
+CACHE = "cache"  # the model's cache keyword (past_key_values before transformers 5.3)
 
 
 def rss_bytes() -> int:
@@ -132,17 +135,15 @@ def greedy(model, ids, cache, new_tokens, compress_timer):
     with torch.no_grad():
         compress_timer[0] = 0.0
         t0 = time.perf_counter()
-        out = model(input_ids=ids, cache=cache, use_cache=True)
+        out = model(input_ids=ids, use_cache=True, **{CACHE: cache})
         t1 = time.perf_counter()
-        held = None
+        held = cache.bytes_held() if hasattr(cache, "bytes_held") else cache_bytes_dynamic(cache)
         tok = out.logits[:, -1].argmax(-1, keepdim=True)
         answer = [int(tok)]
-        held = cache
         t2 = time.perf_counter()
         pos = ids.shape[1]
         for _ in range(new_tokens - 1):
-            out = model(input_ids=tok, cache=cache, use_cache=True,
-                        position_ids=torch.tensor([[pos]]))
+            out = model(input_ids=tok, use_cache=True, position_ids=torch.tensor([[pos]]), **{CACHE: cache})
             pos += 1
             tok = out.logits[:, -1].argmax(-1, keepdim=True)
             answer.append(int(tok))
@@ -159,15 +160,20 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["full", "snapkv", "streaming", "pyramidkv", "adakv"])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
     import kvpress
     from kvpress import AdaKVPress, PyramidKVPress, SnapKVPress, StreamingLLMPress
 
+    torch.set_num_threads(args.threads)
+    transformers.utils.logging.disable_progress_bar()
     gguf = pathlib.Path(args.model)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
     model.set_attn_implementation("sdpa")
+    global CACHE
+    CACHE = kt.cache_kwarg(model)
     shape = kt.model_shape(model)
     hay = haystack_text()
     prompts = [(n, d, needle_prompt(tok, hay, n, d)) for n in args.lengths for d in args.depths]
@@ -179,8 +185,9 @@ def main():
 
     timer = [0.0]
 
-    # time spent inside each side's compression
-    orig_compress = kvtrim.Sequence.compress_layer
+    # time spent inside each side's compression: kvtrim's whole per-layer step (score, select,
+    # in-place compaction, copy of the kept rows into the ragged storage), kvpress's press.compress
+    orig_compress = kt.KVTrimLayer._compress
 
     def press_of(method, n):
         ratio = 1.0 - (args.budget + 0.5) / n  # int(n * (1 - ratio)) == budget
@@ -212,18 +219,16 @@ def main():
         if side == "kvtrim":
             cache = kt.KVTrimCache(model, method=method, budget=args.budget)
             with kt.attention(model), PeakRSS() as mem:
-                answer, pre, dec, c = greedy(model, ids, cache, args.new_tokens, timer)
-            held = None
+                answer, pre, dec, held = greedy(model, ids, cache, args.new_tokens, timer)
         else:
             cache = DynamicCache()
             press = press_of(method, n)
             with PeakRSS() as mem:
                 if press is None:
-                    answer, pre, dec, c = greedy(model, ids, cache, args.new_tokens, timer)
+                    answer, pre, dec, held = greedy(model, ids, cache, args.new_tokens, timer)
                 else:
                     with timed_press(press)(model):
-                        answer, pre, dec, c = greedy(model, ids, cache, args.new_tokens, timer)
-            held = None
+                        answer, pre, dec, held = greedy(model, ids, cache, args.new_tokens, timer)
         return answer, pre, dec, mem.peak - mem.base, cache, held
 
     def kvtrim_compress(self, *a, **k):
@@ -231,31 +236,18 @@ def main():
         r = orig_compress(self, *a, **k)
         timer[0] += time.perf_counter() - t
         return r
-    kvtrim.Sequence.compress_layer = kvtrim_compress
+    kt.KVTrimLayer._compress = kvtrim_compress
 
-    # bytes held right after the prefill: measured in a separate pass (decode appends rows)
-    def held_after_prefill(side, method, ids):
-        with torch.no_grad():
-            if side == "kvtrim":
-                cache = kt.KVTrimCache(model, method=method, budget=args.budget)
-                with kt.attention(model):
-                    model(input_ids=ids, cache=cache, use_cache=True)
-                return cache.bytes_held()
-            cache = DynamicCache()
-            press = press_of(method, ids.shape[1])
-            if press is None:
-                model(input_ids=ids, cache=cache, use_cache=True)
-            else:
-                with press(model):
-                    model(input_ids=ids, cache=cache, use_cache=True)
-            return cache_bytes_dynamic(cache)
+    # warm-up (discarded): first calls pay for lazy initialisation on both sides
+    for side in ("kvtrim", "kvpress"):
+        run(side, "snapkv", prompts[0][2][:, -256:])
 
     rows = {}
     for rep in range(args.reps):
         for n, depth, ids in prompts:
             for method in args.methods:
                 for side in ("kvtrim", "kvpress"):
-                    answer, pre, dec, peak, _, _ = run(side, method, ids)
+                    answer, pre, dec, peak, _, held = run(side, method, ids)
                     text = tok.decode(answer)
                     key = (n, depth, method, side)
                     r = rows.setdefault(key, {"prefill_s": [], "compress_s": [], "decode_s_per_token": [], "peak_rss": []})
@@ -264,14 +256,12 @@ def main():
                     r["decode_s_per_token"].append(dec)
                     r["peak_rss"].append(peak)
                     r["answer"] = text
+                    r["held_bytes"] = held
                     r["found"] = ANSWER in text.lower()
                     print(json.dumps({"what": "run", "rep": rep, "n": int(ids.shape[1]), "target": n, "depth": depth,
                                       "method": method, "side": side, "prefill_s": pre, "compress_s": timer[0],
-                                      "decode_s_per_token": dec, "peak_rss_above_model": peak,
+                                      "decode_s_per_token": dec, "peak_rss_above_model": peak, "held_bytes": held,
                                       "answer": text}), flush=True)
-    for (n, depth, method, side), r in rows.items():
-        ids = next(p for nn, dd, p in prompts if nn == n and dd == depth)
-        r["held_bytes"] = held_after_prefill(side, method, ids)
     full_bytes = {n: 2 * shape.layers * shape.kv_heads * shape.head_dim * 4 * int(p.shape[1])
                   for n, _, p in prompts}
     med = {k: {m: statistics.median(v[m]) for m in ("prefill_s", "compress_s", "decode_s_per_token", "peak_rss")}
