@@ -166,7 +166,7 @@ class KVTrimLayer(CacheLayerMixin):
     def bytes_held(self) -> int:
         if self.keys is None:
             return 0
-        return 2 * self.keys.numel() * self.keys.element_size()
+        return self.keys.untyped_storage().nbytes() + self.values.untyped_storage().nbytes()
 
     def bytes_used(self) -> int:
         if self.keys is None:
