@@ -21,7 +21,7 @@ forward, compression included), compression time (inside kvtrim's compress / kvp
 press.compress), decode time per token, peak RSS above the loaded model (sampled every 2 ms) and
 the K/V bytes the cache holds after the prefill. One thread (torch and OpenMP), repetitions
 interleaved (rep -> prompt -> method -> side), medians. One JSON object per line on stdout, a
-table on stderr.
+table on stderr; `--table OUT.jsonl` prints the markdown tables of docs/BENCHMARKS.md from it.
 
 kvpress (Apache-2.0) and cachetools<6 are wheels without compiled code: install them with
 `pip install --no-deps kvpress==0.5.5 "cachetools<6"` (or --target DIR on PYTHONPATH). kvpress imports
@@ -74,9 +74,16 @@ def rss_bytes() -> int:
 
 
 class PeakRSS:
-    """Peak resident set size while the block runs, sampled every 2 ms."""
+    """Peak resident set size while the block runs, sampled every 2 ms, above the RSS at its start
+    (after malloc_trim, so memory freed by the previous run does not hide this one's growth)."""
 
     def __enter__(self):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
         self.base = rss_bytes()
         self.peak = self.base
         self._stop = False
@@ -151,7 +158,44 @@ def greedy(model, ids, cache, new_tokens, compress_timer):
     return answer, t1 - t0, (t3 - t2) / max(1, new_tokens - 1), held
 
 
+def table(path: str) -> None:
+    """Markdown table of medians (and kvpress / kvtrim ratios) from this script's JSON lines."""
+    runs = [json.loads(l) for l in open(path) if '"what": "run"' in l]
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["n"], r["method"], r["side"]), []).append(r)
+    full = {}
+    print("| n | method | side | reps | prefill s | compress ms | decode ms/token | peak RSS above model MiB | "
+          "KV held after prefill MiB | % of full | answer (greedy, 16 tokens) |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    med = {}
+    for (n, method, side), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1], kv[0][2])):
+        m = {k: statistics.median(r[k] for r in rs) for k in ("prefill_s", "compress_s", "decode_s_per_token",
+                                                              "peak_rss_above_model", "held_bytes")}
+        med[(n, method, side)] = m
+        if method == "full":
+            full[n] = m["held_bytes"]
+        ans = " ".join(rs[-1]["answer"].split("<|im_end|>")[0].split()).replace("|", "\\|")
+        print(f"| {n} | {method} | {side} | {len(rs)} | {m['prefill_s']:.2f} | {1e3 * m['compress_s']:.1f} | "
+              f"{1e3 * m['decode_s_per_token']:.1f} | {m['peak_rss_above_model'] / 2**20:.0f} | "
+              f"{m['held_bytes'] / 2**20:.2f} | {100 * m['held_bytes'] / full.get(n, m['held_bytes']):.1f} | {ans} |")
+    print()
+    print("| n | method | prefill | compress | decode | peak RSS | KV held | same answer |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|")
+    for (n, method, side), m in sorted(med.items()):
+        if side != "kvtrim" or (n, method, "kvpress") not in med:
+            continue
+        p = med[(n, method, "kvpress")]
+        def ratio(k):
+            return f"{p[k] / m[k]:.2f}x" if m[k] else "-"
+        same = groups[(n, method, "kvtrim")][-1]["answer"] == groups[(n, method, "kvpress")][-1]["answer"]
+        print(f"| {n} | {method} | {ratio('prefill_s')} | {ratio('compress_s')} | {ratio('decode_s_per_token')} | "
+              f"{ratio('peak_rss_above_model')} | {ratio('held_bytes')} | {'yes' if same else 'no'} |")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        return table(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(pathlib.Path.home() / ".cache/kvtrim/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096])
