@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Python package and passes its tests (python/tests), on a fresh Debian 12 machine:
 #  1. Debian packages for the build (compiler, CMake, Eigen, Python headers and venv);
-#  2. a venv (build-python/venv) with PyTorch (CPU import only: --no-deps + the libraries it
+#  2. a venv (build-python/venv, or $KVTRIM_PY_VENV) with PyTorch (CPU import only: --no-deps + the libraries it
 #     links, python/requirements-torch-cpu.txt), transformers, gguf, pytest
 #     (python/requirements-test.txt); kept between runs, rebuilt when those files change;
 #  3. `pip install .` of this repository into it, and a second, clean venv with nothing but the
@@ -19,7 +19,7 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >&2
 fi
 PY="${PYTHON:-python3}"
-VENV=build-python/venv
+VENV="${KVTRIM_PY_VENV:-build-python/venv}"
 STAMP="$VENV/.kvtrim-requirements"
 want="$(cat python/requirements-test.txt python/requirements-torch-cpu.txt | sha256sum | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
@@ -31,9 +31,12 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/pip" install -q --no-deps "$torch_pin" >&2
   grep -vE '^(torch==|#|$)' python/requirements-torch-cpu.txt > build-python/torch-deps.txt
   "$VENV/bin/pip" install -q -r build-python/torch-deps.txt -r python/requirements-test.txt >&2
+  # shellcheck disable=SC2046
+  "$VENV/bin/pip" install -q --no-deps $(sed -n 's/^# nodeps: //p' python/requirements-test.txt) >&2
   echo "$want" > "$STAMP"
 fi
 "$VENV/bin/python" -c "import torch; torch.nn.Linear(4, 2)(torch.ones(1, 4))" >&2
+if "$VENV/bin/python" -c "import triton" 2>/dev/null; then echo "python_test: note: triton is installed (not needed)" >&2; fi
 
 # The package: one wheel, built by `pip install .`'s own backend (scikit-build-core + nanobind).
 rm -rf build-python/dist
@@ -54,5 +57,6 @@ print('python_test: clean venv imports kvtrim', kvtrim.__version__, 'from', kvtr
 ")
 
 # Tests run from outside the source tree so `import kvtrim` is the installed package.
+PYBIN="$(cd "$VENV" && pwd)/bin/python"
 cd build-python
-exec venv/bin/python -m pytest -c ../pyproject.toml --rootdir .. -p no:cacheprovider ../python/tests "$@"
+exec "$PYBIN" -m pytest -c ../pyproject.toml --rootdir .. -p no:cacheprovider ../python/tests "$@"
