@@ -66,6 +66,7 @@ QUESTION = "What is the best thing to do in San Francisco?"
 ANSWER = "sandwich and sit in dolores park"
 PREFIX = "The best thing to do in San Francisco is"
 CACHE = "cache"  # the model's cache keyword (past_key_values before transformers 5.3)
+LOGITS = {"logits_to_keep": 1}  # prefill logits of the last position only (--all-logits: every position)
 
 
 def rss_bytes() -> int:
@@ -142,7 +143,7 @@ def greedy(model, ids, cache, new_tokens, compress_timer):
     with torch.no_grad():
         compress_timer[0] = 0.0
         t0 = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True, **{CACHE: cache})
+        out = model(input_ids=ids, use_cache=True, **LOGITS, **{CACHE: cache})
         t1 = time.perf_counter()
         held = cache.bytes_held() if hasattr(cache, "bytes_held") else cache_bytes_dynamic(cache)
         tok = out.logits[:, -1].argmax(-1, keepdim=True)
@@ -205,12 +206,17 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--all-logits", action="store_true",
+                    help="compute the prefill's logits at every position (n x vocab floats; the peak RSS then "
+                         "shows them, as in the 2026-12-01 run)")
     args = ap.parse_args()
 
     import kvpress
     from kvpress import AdaKVPress, PyramidKVPress, SnapKVPress, StreamingLLMPress
 
     torch.set_num_threads(args.threads)
+    if args.all_logits:
+        LOGITS.clear()
     transformers.utils.logging.disable_progress_bar()
     gguf = pathlib.Path(args.model)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
