@@ -126,6 +126,11 @@ class KVTrimLayer(CacheLayerMixin):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if getattr(self, "_awaiting_attention", False):
+            raise RuntimeError("kvtrim: KVTrimCache needs the model to run the 'kvtrim' attention function: "
+                               "call generate / forward inside `with kvtrim.transformers.attention(model):` "
+                               "(kvtrim.transformers.compress does it)")
+        self._awaiting_attention = True
         n = key_states.shape[-2]
         if not self.compressed:
             if self.seq_length != 0:
@@ -154,6 +159,7 @@ class KVTrimLayer(CacheLayerMixin):
         return -1
 
     def reset(self) -> None:
+        self._awaiting_attention = False
         self.compressed = False
         self.seq_length = 0
         self.keys = self.values = self.offsets = self.lengths = self.capacity = None
@@ -343,6 +349,7 @@ def _attention(module, query, key, value, attention_mask, dropout: float = 0.0, 
                                       scaling=scaling, **kwargs)
     if kwargs.get("softcap") is not None:
         raise ValueError("kvtrim: attention softcapping is not supported")
+    layer._awaiting_attention = False
     layer._scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     if layer.compressed:
         out = layer._decode(query)  # [B, Hq, D] float32

@@ -139,6 +139,10 @@ def test_bad_arguments(model):
     with pytest.raises(ValueError):
         with kt.compress(model, method="compresskv", budget=16):
             pass
+    ids, mask = batch([20])
+    cache = kt.KVTrimCache(model, method="snapkv", budget=8)
+    with pytest.raises(RuntimeError, match="attention"):  # without kvtrim's attention function
+        generate(model, ids, mask, n=2, **{kt.cache_kwarg(model): cache})
     ids, mask = batch([5])
     with pytest.raises(ValueError, match="window"):
         with kt.compress(model, method="snapkv", budget=16):
