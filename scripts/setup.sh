@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
-PKGS="cmake g++ make pkg-config libeigen3-dev libomp-dev libpcre2-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev python3-pip librsvg2-bin"
+PKGS="cmake g++ make pkg-config libeigen3-dev libomp-dev libpcre2-dev nlohmann-json3-dev libssl-dev libgtest-dev libbenchmark-dev python3-pip librsvg2-bin"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

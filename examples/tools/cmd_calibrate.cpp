@@ -13,8 +13,8 @@
 
 #include "args.hpp"
 #include "commands.hpp"
-#include "host/calibration.hpp"
-#include "host/compression.hpp"
+#include "calibrate/calibration.hpp"
+#include "engine/compression.hpp"
 #include "host_setup.hpp"
 #include "kvtrim/profile/json.hpp"
 

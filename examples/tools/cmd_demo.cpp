@@ -6,9 +6,10 @@
 
 #include "args.hpp"
 #include "commands.hpp"
-#include "host/compression.hpp"
-#include "host/haystack.hpp"
-#include "host/runner.hpp"
+#include "engine/compression.hpp"
+#include "engine/haystack.hpp"
+#include "engine/needle.hpp"
+#include "engine/runner.hpp"
 #include "host_setup.hpp"
 #include "method_args.hpp"
 

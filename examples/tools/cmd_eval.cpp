@@ -1,5 +1,5 @@
 // kvtrim eval TASK: accuracy, memory and speed of methods x budgets on a task, one prefill per
-// sample (host/eval_runner.hpp), resumable, with a summary table and plots (host/eval_report.hpp).
+// sample (eval/eval_runner.hpp), resumable, with a summary table and plots (eval/eval_report.hpp).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,12 +15,12 @@
 
 #include "args.hpp"
 #include "commands.hpp"
-#include "host/compression.hpp"
-#include "host/eval_metrics.hpp"
-#include "host/eval_report.hpp"
-#include "host/eval_runner.hpp"
-#include "host/eval_tasks.hpp"
-#include "host/runner.hpp"
+#include "engine/compression.hpp"
+#include "eval/eval_metrics.hpp"
+#include "eval/eval_report.hpp"
+#include "eval/eval_runner.hpp"
+#include "eval/eval_tasks.hpp"
+#include "engine/runner.hpp"
 #include "host_setup.hpp"
 #include "method_args.hpp"
 
@@ -53,7 +53,8 @@ const char* kHelp =
     "decoded from its logits (--separate: one full run per configuration instead, to measure the\n"
     "saving). DIR gets samples.jsonl (one record per sample x method x budget), summary.csv,\n"
     "summary.md, plots/ and config.json. Finished records are skipped when DIR is reused.\n"
-    "  --methods   default full,streaming,snapkv,pyramidkv,adakv,cake (+headkv,compresskv with a profile)\n"
+    "  --methods   default: the registry's evaluated set (kvtrim methods --json: evaluated_by_default;\n"
+    "              full,streaming,snapkv,pyramidkv,adakv,cake, + headkv,compresskv with a profile)\n"
     "  --budgets   tokens per KV head per layer, default 16,32,64,128,256\n"
     "  --ratios    fractions of the prompt kept, in (0, 1]\n"
     "  --lengths   niah default 1024,2048,4096; fidelity default 2048\n"
@@ -86,6 +87,15 @@ struct config_spec {
 };
 
 }  // namespace
+
+// The registry's evaluated set; methods that need a profile only when one is given.
+static std::string default_methods(bool have_profile) {
+  std::string out;
+  for (const auto& m : kvtrim::method_registry())
+    if (m.evaluated_by_default && (have_profile || !m.needs_profile()))
+      out += (out.empty() ? "" : ",") + m.name;
+  return out;
+}
 
 int cmd_eval(int argc, char** argv) {
   auto valued = method_options();
@@ -133,8 +143,7 @@ int cmd_eval(int argc, char** argv) {
 
   // Methods x budgets, each validated now (a method that needs a missing profile fails here).
   std::vector<std::string> methods =
-      a.list("methods", h.prof ? "full,streaming,snapkv,pyramidkv,adakv,cake,headkv,compresskv"
-                               : "full,streaming,snapkv,pyramidkv,adakv,cake");
+      a.list("methods", default_methods(h.prof != nullptr));
   for (const auto& name : methods) kvtrim::find_method(name);  // unknown: one line, the accepted names
   const auto entries = method_param_entries(a, methods);
   std::vector<config_spec> configs;

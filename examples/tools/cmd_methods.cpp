@@ -40,7 +40,8 @@ nlohmann::json to_json(const kvtrim::method_info& m) {
           {"needs", {{"semantic_retrieval", m.needs_semantic_retrieval},
                      {"retrieval_reasoning", m.needs_retrieval_reasoning},
                      {"layer_error", m.needs_layer_error}}},
-          {"cascades", m.cascades}};
+          {"cascades", m.cascades},
+          {"evaluated_by_default", m.evaluated_by_default}};
 }
 }  // namespace
 

@@ -7,7 +7,7 @@
 
 #include "args.hpp"
 #include "commands.hpp"
-#include "host/eval_report.hpp"
+#include "eval/eval_report.hpp"
 
 namespace kvtools {
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "host/gguf.hpp"
-#include "host/model.hpp"
-#include "host/tokenizer.hpp"
+#include "engine/gguf.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 #include "kvtrim/profile/profile.hpp"
 
 namespace kvtools {

@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "host/calibration.hpp"
-#include "host/compression.hpp"
-#include "host/gguf.hpp"
-#include "host/model.hpp"
-#include "host/runner.hpp"
-#include "host/tokenizer.hpp"
+#include "calibrate/calibration.hpp"
+#include "engine/compression.hpp"
+#include "engine/gguf.hpp"
+#include "engine/model.hpp"
+#include "engine/runner.hpp"
+#include "engine/tokenizer.hpp"
 #include "kvtrim/compose/method.hpp"
 #include "kvtrim/profile/profile.hpp"
 
@@ -289,6 +289,21 @@ TEST(CalibrationHelpers, Sha256AndF1) {
   // 3 common words, 4 candidate words, 5 reference words: P = 3/4, R = 3/5.
   EXPECT_NEAR(kvhost::word_f1("The Osterley bridge, red!", "the osterley bridge is painted"), 2 * 0.75 * 0.6 / 1.35, 1e-12);
   EXPECT_EQ(kvhost::word_f1("", "x"), 0.0);
+}
+
+// The model's digest as the hand-written SHA-256 of earlier versions wrote it into the shipped
+// profile (profiles/smollm2-135m-instruct.json) and the llama.cpp golden file: OpenSSL's must match.
+TEST(CalibrationHelpers, Sha256OfTheModelMatchesTheShippedProfile) {
+  const std::string path = kvhost::default_model_path();
+  if (!std::ifstream(path)) GTEST_FAIL() << "model missing: run scripts/fetch_model.sh";
+  EXPECT_EQ(kvhost::sha256_file(path), "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+  EXPECT_EQ(kvtrim::load_profile(std::string(KVTRIM_SOURCE_DIR) + "/profiles/smollm2-135m-instruct.json").model_sha256,
+            kvhost::sha256_file(path));
+  const fs::path f = fs::temp_directory_path() / ("kvtrim_sha_empty_" + std::to_string(::getpid()));
+  std::ofstream(f, std::ios::binary).close();
+  EXPECT_EQ(kvhost::sha256_file(f.string()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  fs::remove(f);
+  EXPECT_THROW(kvhost::sha256_file(f.string()), std::runtime_error);
 }
 
 }  // namespace

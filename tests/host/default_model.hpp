@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "host/gguf.hpp"
-#include "host/model.hpp"
-#include "host/tokenizer.hpp"
+#include "engine/gguf.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 
 namespace kvtest {
 

@@ -15,16 +15,17 @@
 
 #include <nlohmann/json.hpp>
 
-#include "host/compression.hpp"
-#include "host/eval_metrics.hpp"
-#include "host/eval_report.hpp"
-#include "host/eval_runner.hpp"
-#include "host/eval_tasks.hpp"
-#include "host/gguf.hpp"
-#include "host/haystack.hpp"
-#include "host/model.hpp"
-#include "host/runner.hpp"
-#include "host/tokenizer.hpp"
+#include "engine/compression.hpp"
+#include "eval/eval_metrics.hpp"
+#include "eval/eval_report.hpp"
+#include "eval/eval_runner.hpp"
+#include "eval/eval_tasks.hpp"
+#include "engine/gguf.hpp"
+#include "engine/haystack.hpp"
+#include "engine/needle.hpp"
+#include "engine/model.hpp"
+#include "engine/runner.hpp"
+#include "engine/tokenizer.hpp"
 #include "kvtrim/profile/profile.hpp"
 
 namespace {

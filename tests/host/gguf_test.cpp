@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "host/gguf.hpp"
-#include "host/model.hpp"
+#include "engine/gguf.hpp"
+#include "engine/model.hpp"
 
 namespace {
 

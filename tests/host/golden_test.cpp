@@ -18,10 +18,10 @@
 #include <nlohmann/json.hpp>
 
 #include "default_model.hpp"
-#include "host/gguf.hpp"
-#include "host/kv_store.hpp"
-#include "host/model.hpp"
-#include "host/tokenizer.hpp"
+#include "engine/gguf.hpp"
+#include "engine/kv_store.hpp"
+#include "engine/model.hpp"
+#include "engine/tokenizer.hpp"
 
 namespace {
 

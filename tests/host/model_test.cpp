@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "host/model.hpp"
+#include "engine/model.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // The host tokenizer against Hugging Face `tokenizers` (goldens made by
 // scripts/oracle/tokenizer_golden.py), built both from tokenizer.json and from the real GGUF.
-#include "host/gguf.hpp"
-#include "host/tokenizer.hpp"
+#include "engine/gguf.hpp"
+#include "engine/tokenizer.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

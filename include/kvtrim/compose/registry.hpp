@@ -23,9 +23,12 @@
 #include "kvtrim/compose/params.hpp"
 #include "kvtrim/profile/profile.hpp"
 #include "kvtrim/score/cake.hpp"
+#include "kvtrim/score/chunked.hpp"
+#include "kvtrim/score/keydiff.hpp"
 #include "kvtrim/score/knorm.hpp"
 #include "kvtrim/score/random.hpp"
 #include "kvtrim/score/streaming.hpp"
+#include "kvtrim/score/tova.hpp"
 #include "kvtrim/score/window_attention.hpp"
 #include "kvtrim/select/all_heads.hpp"
 #include "kvtrim/select/retrieval_heads.hpp"
@@ -41,6 +44,7 @@ struct method_info {
   bool needs_retrieval_reasoning = false;  // profile: retrieval-reasoning head scores
   bool needs_layer_error = false;          // profile: layer eviction-error weights
   bool cascades = false;  // re-trims earlier layers (compress_layer needs a layer_store)
+  bool evaluated_by_default = false;  // in `kvtrim eval`'s default --methods (the papers' set)
 
   bool needs_profile() const {
     return needs_semantic_retrieval || needs_retrieval_reasoning || needs_layer_error;
@@ -102,7 +106,11 @@ namespace methods {
 
 struct full {
   static constexpr const char* name = "full";
-  static method_info info() { return {name, "-", "-", "-", "keep all", {}}; }
+  static method_info info() {
+    method_info m{name, "-", "-", "-", "keep all", {}};
+    m.evaluated_by_default = true;
+    return m;
+  }
   template <class C>
   static auto build(C&& c, const build_args&) {
     return c(all_heads{}, no_scores{}, keep_all{});
@@ -126,8 +134,10 @@ struct random {
 struct streaming {
   static constexpr const char* name = "streaming";
   static method_info info() {
-    return {name, "StreamingLLM, Xiao et al. 2023 (arXiv:2309.17453)", "all", "4 sinks + recent",
+    method_info m{name, "StreamingLLM, Xiao et al. 2023 (arXiv:2309.17453)", "all", "4 sinks + recent",
             "uniform", {params::integer("sinks", "4", 0, params::unbounded, "attention-sink tokens")}};
+    m.evaluated_by_default = true;
+    return m;
   }
   template <class C>
   static auto build(C&& c, const build_args& a) {
@@ -141,8 +151,10 @@ struct streaming {
 struct snapkv {
   static constexpr const char* name = "snapkv";
   static method_info info() {
-    return {name, "SnapKV, Li et al. 2024 (arXiv:2404.14469)", "all",
+    method_info m{name, "SnapKV, Li et al. 2024 (arXiv:2404.14469)", "all",
             "window attention, max pool k=7, per KV head", "uniform", params::pooling()};
+    m.evaluated_by_default = true;
+    return m;
   }
   template <class C>
   static auto build(C&& c, const build_args& a) {
@@ -153,10 +165,12 @@ struct snapkv {
 struct pyramidkv {
   static constexpr const char* name = "pyramidkv";
   static method_info info() {
-    return {name, "PyramidKV, Cai et al. 2024 (arXiv:2406.02069)", "all", "as snapkv",
+    method_info m{name, "PyramidKV, Cai et al. 2024 (arXiv:2406.02069)", "all", "as snapkv",
             "pyramid, β = 20",
             params::pooling({params::integer("beta", "20", 1, params::unbounded,
                                              "top layer's share: B_top = B / beta")})};
+    m.evaluated_by_default = true;
+    return m;
   }
   template <class C>
   static auto build(C&& c, const build_args& a) {
@@ -167,9 +181,11 @@ struct pyramidkv {
 struct adakv {
   static constexpr const char* name = "adakv";
   static method_info info() {
-    return {name, "Ada-KV, Feng et al. 2024 (arXiv:2407.11550)", "all", "as snapkv",
+    method_info m{name, "Ada-KV, Feng et al. 2024 (arXiv:2407.11550)", "all", "as snapkv",
             "head-adaptive within a layer, α = 0.2",
             params::pooling({params::real("alpha", "0.2", 0, 1, "floor: share split evenly")})};
+    m.evaluated_by_default = true;
+    return m;
   }
   template <class C>
   static auto build(C&& c, const build_args& a) {
@@ -186,6 +202,7 @@ struct cake {
                                    params::real("tau1", "1", 1e-9, 1e9, "entropy temperature"),
                                    params::real("tau2", "1", 1e-9, 1e9, "variance temperature")})};
     m.cascades = true;
+    m.evaluated_by_default = true;
     return m;
   }
   template <class C>
@@ -209,6 +226,7 @@ struct headkv {
                                    params::choice("total", "exact", {"exact", "formula"},
                                                   "exact L*H*B total, or the paper's formula")})};
     m.needs_retrieval_reasoning = true;
+    m.evaluated_by_default = true;
     return m;
   }
   template <class C>
@@ -235,6 +253,7 @@ struct compresskv {
                   "top-4 semantic retrieval heads", "window attention, one shared set per layer",
                   "error-aware, m = 32", params::pooling({srh_count(), min_layer_tokens()})};
     m.needs_semantic_retrieval = m.needs_layer_error = true;
+    m.evaluated_by_default = true;
     return m;
   }
   template <class C>
@@ -289,13 +308,71 @@ struct knorm {
     return c(all_heads{}, kvtrim::knorm{}, uniform{});
   }
 };
+
+struct tova {
+  static constexpr const char* name = "tova";
+  static method_info info() {
+    return {name, "TOVA, Oren et al. 2024 (arXiv:2401.06104)", "all",
+            "last token's attention, one shared set per layer", "uniform", {}};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args&) {
+    return c(all_heads{}, kvtrim::tova{}, uniform{});
+  }
+};
+
+struct keydiff {
+  static constexpr const char* name = "keydiff";
+  static method_info info() {
+    return {name, "KeyDiff, Park et al. 2025 (arXiv:2504.15364)", "all",
+            "key dissimilarity to the mean key, per KV head", "uniform", {}};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args&) {
+    return c(all_heads{}, kvtrim::keydiff{}, uniform{});
+  }
+};
+
+inline param_spec chunk_size() {
+  return params::integer("chunk", "10", 1, 1 << 20, "tokens per chunk (kept or dropped whole)");
+}
+
+struct chunkkv {
+  static constexpr const char* name = "chunkkv";
+  static method_info info() {
+    return {name, "ChunkKV, Liu et al. 2025 (arXiv:2502.00299)", "all",
+            "as snapkv, summed per chunk of 10 tokens", "uniform", params::pooling({chunk_size()})};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(all_heads{}, chunked<window_attention>{a.window(), a.params.integer("chunk")}, uniform{});
+  }
+};
+
+struct compresskv_chunk {  // CompressKV's shared set, kept chunk by chunk
+  static constexpr const char* name = "compresskv-chunk";
+  static method_info info() {
+    method_info m{name, "CompressKV + ChunkKV's chunks", "as compresskv",
+                  "as compresskv, summed per chunk of 10 tokens", "error-aware, m = 32",
+                  params::pooling({srh_count(), min_layer_tokens(), chunk_size()})};
+    m.needs_semantic_retrieval = m.needs_layer_error = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    return c(retrieval_heads(a.prof->semantic_retrieval, static_cast<int>(a.params.integer("heads"))),
+             chunked<window_attention>{a.window(aggregation::shared), a.params.integer("chunk")},
+             error_aware(a.prof->layer_error, a.params.integer("min_layer_tokens")));
+  }
+};
 }  // namespace methods
 
 // Every registered method, in the order the docs list them.
 using all_methods = std::tuple<methods::full, methods::random, methods::streaming, methods::snapkv,
                                methods::pyramidkv, methods::adakv, methods::cake, methods::headkv,
                                methods::compresskv, methods::compresskv_uniform,
-                               methods::adakv_compresskv, methods::knorm>;
+                               methods::adakv_compresskv, methods::knorm, methods::tova,
+                               methods::keydiff, methods::chunkkv, methods::compresskv_chunk>;
 
 // Calls f(entry) for each registered method type, in registry order.
 template <class F>

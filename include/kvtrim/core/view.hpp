@@ -8,6 +8,15 @@
 #include "kvtrim/core/element.hpp"
 #include "kvtrim/core/error.hpp"
 
+// Accessors usable in CUDA kernels too (device code reads the same views over device memory).
+#if !defined(KVTRIM_HD)
+#if defined(__CUDACC__)
+#define KVTRIM_HD __host__ __device__
+#else
+#define KVTRIM_HD
+#endif
+#endif
+
 namespace kvtrim {
 
 using index_t = std::int64_t;
@@ -23,7 +32,7 @@ class view3 {
   using element_type = T;
 
   view3() = default;
-  view3(T* data, index_t heads, index_t tokens, index_t dim, index_t stride_head,
+  KVTRIM_HD view3(T* data, index_t heads, index_t tokens, index_t dim, index_t stride_head,
         index_t stride_token, index_t stride_dim = 1)
       : data_(data), heads_(heads), tokens_(tokens), dim_(dim), sh_(stride_head),
         st_(stride_token), sd_(stride_dim) {}
@@ -38,30 +47,30 @@ class view3 {
   }
 
   // A const view of the same memory.
-  operator view3<const T>() const {  // NOLINT(google-explicit-constructor): like T* -> const T*
+  KVTRIM_HD operator view3<const T>() const {  // NOLINT(google-explicit-constructor): like T* -> const T*
     return view3<const T>(data_, heads_, tokens_, dim_, sh_, st_, sd_);
   }
 
-  T* data() const { return data_; }
-  index_t heads() const { return heads_; }
-  index_t tokens() const { return tokens_; }
-  index_t dim() const { return dim_; }
-  index_t stride_head() const { return sh_; }
-  index_t stride_token() const { return st_; }
-  index_t stride_dim() const { return sd_; }
-  bool empty() const { return data_ == nullptr; }
+  KVTRIM_HD T* data() const { return data_; }
+  KVTRIM_HD index_t heads() const { return heads_; }
+  KVTRIM_HD index_t tokens() const { return tokens_; }
+  KVTRIM_HD index_t dim() const { return dim_; }
+  KVTRIM_HD index_t stride_head() const { return sh_; }
+  KVTRIM_HD index_t stride_token() const { return st_; }
+  KVTRIM_HD index_t stride_dim() const { return sd_; }
+  KVTRIM_HD bool empty() const { return data_ == nullptr; }
 
-  T* row(index_t head, index_t token) const { return data_ + head * sh_ + token * st_; }
-  T& operator()(index_t head, index_t token, index_t d) const { return row(head, token)[d * sd_]; }
+  KVTRIM_HD T* row(index_t head, index_t token) const { return data_ + head * sh_ + token * st_; }
+  KVTRIM_HD T& operator()(index_t head, index_t token, index_t d) const { return row(head, token)[d * sd_]; }
 
   // The first `n` tokens of every head (same memory).
-  view3 first_tokens(index_t n) const { return view3(data_, heads_, n, dim_, sh_, st_, sd_); }
+  KVTRIM_HD view3 first_tokens(index_t n) const { return view3(data_, heads_, n, dim_, sh_, st_, sd_); }
   // Tokens [begin, begin + n) of every head.
-  view3 token_range(index_t begin, index_t n) const {
+  KVTRIM_HD view3 token_range(index_t begin, index_t n) const {
     return view3(data_ + begin * st_, heads_, n, dim_, sh_, st_, sd_);
   }
   // Heads [begin, begin + n) (tensor-parallel shards, GQA groups).
-  view3 head_range(index_t begin, index_t n) const {
+  KVTRIM_HD view3 head_range(index_t begin, index_t n) const {
     return view3(data_ + begin * sh_, n, tokens_, dim_, sh_, st_, sd_);
   }
 

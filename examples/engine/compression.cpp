@@ -1,0 +1,50 @@
+#include "engine/compression.hpp"
+
+#include <chrono>
+
+namespace kvhost {
+
+kvtrim::model_shape kvtrim_shape(const model_config& cfg) {
+  return kvtrim::model_shape{cfg.n_layer, cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_ctx};
+}
+
+compression_session::compression_session(const kvtrim::method& m, kv_store& cache,
+                                         int64_t prompt_length)
+    : method_(m), store_(cache), seq_(m.begin(prompt_length)) {}
+
+prefill_hook compression_session::hook() {
+  return [this](int layer, float* k, float* v, const float* q, int64_t n, int64_t w) {
+    return on_layer(layer, k, v, q, n, w);
+  };
+}
+
+std::vector<int64_t> compression_session::on_layer(int layer, float* k, float* v,
+                                                   const float* q_window, int64_t n, int64_t window) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const kvtrim::model_shape s = method_.shape();
+  kvtrim::layer_kv<float> kv;
+  kv.keys = kvtrim::view3<float>::head_major(k, s.kv_heads, n, s.head_dim);
+  kv.values = kvtrim::view3<float>::head_major(v, s.kv_heads, n, s.head_dim);
+  kv.queries = kvtrim::view3<const float>::head_major(q_window, s.q_heads, window, s.head_dim);
+  std::vector<int64_t> lengths = seq_->compress_layer(layer, kv, store_);
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return lengths;
+}
+
+// CAKE: a later layer's preference shrinks the budgets of layers already in the store. Each head
+// of the store is its own allocation, so kvtrim re-trims each through a one-head view and the
+// store then releases the freed rows.
+kvtrim::layer_kv<float> compression_session::store::compacted(int layer, int64_t kv_head) {
+  const int64_t len = cache.lengths(layer)[size_t(kv_head)];
+  kvtrim::layer_kv<float> kv;
+  kv.keys = kvtrim::view3<float>::head_major(cache.k(layer, int(kv_head)), 1, len, cache.head_dim());
+  kv.values = kvtrim::view3<float>::head_major(cache.v(layer, int(kv_head)), 1, len, cache.head_dim());
+  kv.kv_head_offset = kv_head;
+  return kv;
+}
+
+void compression_session::store::resized(int layer, const std::vector<int64_t>& lengths) {
+  cache.shrink(layer, lengths);
+}
+
+}  // namespace kvhost

@@ -1,0 +1,268 @@
+#pragma once
+// Exact top-k per KV head on the device, with the host's tie rule (evict/top_k.hpp): head h keeps
+// its top (b_h - w) candidates by score, ties to the LOWER token index, then the w window tokens,
+// ascending, b_h = clamp(budget_h, w, n). Output: keep[h * keep_stride + i] (int32 token indices)
+// and lengths[h] = b_h, both on the device.
+//
+// How: a segmented radix select (four 8-bit passes over order_key(score), per row a global
+// histogram filled by many blocks and a one-block pick of the digit) finds each row's k-th
+// largest key t and how many of the keys equal to t are still needed; then per chunk of 4096
+// candidates the count of keys > t and == t, and a block scan writes the kept indices in
+// ascending order (the first `ties` keys equal to t, by index, are kept). No sort, no
+// host round trip; about 11 launches per layer. Scores must hold no NaN (the host path rejects
+// them; this path does not look).
+#include <cub/block/block_scan.cuh>
+
+#include <algorithm>
+
+#include "kvtrim/cuda/common.cuh"
+#include "kvtrim/cuda/window_scores.cuh"
+
+namespace kvtrim {
+namespace cuda {
+namespace detail {
+
+constexpr int select_chunk = 4096;  // candidates per block (256 threads x 16)
+
+struct select_state {
+  std::uint32_t prefix;
+  int k, k_rem, len;
+  int trivial;  // 0: radix select, 1: keep no candidate, 2: keep every candidate
+};
+
+__device__ inline void init_state(select_state& s, int k, int len) {
+  s.prefix = 0;
+  s.k = k;
+  s.k_rem = k;
+  s.len = len;
+  s.trivial = k <= 0 ? 1 : (k >= len ? 2 : 0);
+}
+
+static __global__ void select_init_budgets(const int* budgets, index_t n, index_t w, index_t len,
+                                    select_state* st, unsigned* hist, int* lengths) {
+  const int v = blockIdx.x;
+  if (threadIdx.x == 0) {
+    const index_t b = budgets[v];
+    const index_t bb = b < w ? w : (b > n ? n : b);
+    lengths[v] = static_cast<int>(bb);
+    init_state(st[v], static_cast<int>(bb - w), static_cast<int>(len));
+  }
+  hist[v * 256 + threadIdx.x] = 0;
+}
+
+static __global__ void select_init_fixed(int k, index_t len, select_state* st, unsigned* hist,
+                                  int* counters, int ncounters) {
+  if (threadIdx.x == 0) init_state(st[0], k, static_cast<int>(len));
+  hist[threadIdx.x] = 0;
+  for (int i = threadIdx.x; i < ncounters; i += blockDim.x) counters[i] = 0;
+}
+
+static __global__ void __launch_bounds__(256) select_hist(const float* values, index_t row_stride,
+                                                   const select_state* st, unsigned* hist, int shift) {
+  const int v = blockIdx.y;
+  const select_state s = st[v];
+  if (s.trivial) return;
+  __shared__ unsigned h[256];
+  h[threadIdx.x] = 0;
+  __syncthreads();
+  const float* row = values + v * row_stride;
+  const index_t a = static_cast<index_t>(blockIdx.x) * select_chunk;
+  const index_t b = a + select_chunk < s.len ? a + select_chunk : s.len;
+  for (index_t i = a + threadIdx.x; i < b; i += blockDim.x) {
+    const std::uint32_t key = order_key(row[i]);
+    if (shift == 24 || (key >> (shift + 8)) == (s.prefix >> (shift + 8)))
+      atomicAdd(&h[(key >> shift) & 255u], 1u);
+  }
+  __syncthreads();
+  if (h[threadIdx.x]) atomicAdd(&hist[v * 256 + threadIdx.x], h[threadIdx.x]);
+}
+
+static __global__ void select_pick(select_state* st, unsigned* hist, int shift) {
+  const int v = blockIdx.x;
+  if (st[v].trivial) return;
+  if (threadIdx.x == 0) {
+    select_state s = st[v];
+    unsigned cum = 0;
+    for (int dgt = 255; dgt >= 0; --dgt) {
+      const unsigned cnt = hist[v * 256 + dgt];
+      if (cum + cnt >= static_cast<unsigned>(s.k_rem)) {
+        s.prefix |= static_cast<std::uint32_t>(dgt) << shift;
+        s.k_rem -= static_cast<int>(cum);
+        break;
+      }
+      cum += cnt;
+    }
+    st[v] = s;
+  }
+  __syncthreads();
+  hist[v * 256 + threadIdx.x] = 0;
+}
+
+static __global__ void __launch_bounds__(256) select_count(const float* values, index_t row_stride,
+                                                    const select_state* st, int2* counts,
+                                                    int chunks) {
+  const int v = blockIdx.y;
+  const select_state s = st[v];
+  if (s.trivial) return;
+  const float* row = values + v * row_stride;
+  const index_t a = static_cast<index_t>(blockIdx.x) * select_chunk;
+  const index_t b = a + select_chunk < s.len ? a + select_chunk : s.len;
+  int above = 0, eq = 0;
+  for (index_t i = a + threadIdx.x; i < b; i += blockDim.x) {
+    const std::uint32_t key = order_key(row[i]);
+    above += key > s.prefix;
+    eq += key == s.prefix;
+  }
+  __shared__ int ra[256], re[256];
+  ra[threadIdx.x] = above;
+  re[threadIdx.x] = eq;
+  __syncthreads();
+  for (int o = 128; o > 0; o /= 2) {
+    if (threadIdx.x < o) {
+      ra[threadIdx.x] += ra[threadIdx.x + o];
+      re[threadIdx.x] += re[threadIdx.x + o];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) counts[v * chunks + blockIdx.x] = make_int2(ra[0], re[0]);
+}
+
+static __global__ void __launch_bounds__(256) select_write(const float* values, index_t row_stride,
+                                                    const select_state* st, const int2* counts,
+                                                    int chunks, int* keep, index_t keep_stride,
+                                                    index_t c, index_t w) {
+  constexpr int items = select_chunk / 256;
+  using scan = cub::BlockScan<unsigned, 256>;
+  __shared__ typename scan::TempStorage tmp;
+  __shared__ int sh_base, sh_allowed;
+  const int v = blockIdx.y;
+  const select_state s = st[v];
+  int* out = keep + v * keep_stride;
+  const index_t kept = s.trivial == 1 ? 0 : (s.trivial == 2 ? c : s.k);
+  if (blockIdx.x == 0)
+    for (index_t t = threadIdx.x; t < w; t += blockDim.x) out[kept + t] = static_cast<int>(c + t);
+  if (s.trivial == 1) return;
+  const index_t a = static_cast<index_t>(blockIdx.x) * select_chunk;
+  if (s.trivial == 2) {
+    for (index_t i = a + threadIdx.x; i < a + select_chunk && i < c; i += blockDim.x)
+      out[i] = static_cast<int>(i);
+    return;
+  }
+  if (threadIdx.x == 0) {
+    int base = 0, eq_before = 0;
+    for (int q = 0; q < static_cast<int>(blockIdx.x); ++q) {
+      const int2 cq = counts[v * chunks + q];
+      int allow = s.k_rem - eq_before;
+      allow = allow < 0 ? 0 : (allow > cq.y ? cq.y : allow);
+      base += cq.x + allow;
+      eq_before += cq.y;
+    }
+    int allow = s.k_rem - eq_before;
+    const int eq_here = counts[v * chunks + blockIdx.x].y;
+    sh_allowed = allow < 0 ? 0 : (allow > eq_here ? eq_here : allow);
+    sh_base = base;
+  }
+  const float* row = values + v * row_stride;
+  const index_t i0 = a + static_cast<index_t>(threadIdx.x) * items;
+  unsigned flags[items];
+  unsigned mine = 0;
+#pragma unroll
+  for (int u = 0; u < items; ++u) {
+    const index_t i = i0 + u;
+    unsigned f = 0;
+    if (i < s.len) {
+      const std::uint32_t key = order_key(row[i]);
+      f = key > s.prefix ? 1u : (key == s.prefix ? 0x10000u : 0u);
+    }
+    flags[u] = f;
+    mine += f;
+  }
+  unsigned before;
+  scan(tmp).ExclusiveSum(mine, before);
+  __syncthreads();
+  const int base = sh_base, allowed = sh_allowed;
+  int A = static_cast<int>(before & 0xffffu), E = static_cast<int>(before >> 16);
+#pragma unroll
+  for (int u = 0; u < items; ++u) {
+    const unsigned f = flags[u];
+    if (f == 1u) {
+      out[base + A + (E < allowed ? E : allowed)] = static_cast<int>(i0 + u);
+      ++A;
+    } else if (f == 0x10000u) {
+      if (E < allowed) out[base + A + E] = static_cast<int>(i0 + u);
+      ++E;
+    }
+  }
+}
+
+// The radix passes for `rows` rows (state already initialised).
+inline void radix_passes(const float* values, index_t row_stride, index_t len, int rows,
+                         select_state* st, unsigned* hist, cudaStream_t stream) {
+  const unsigned chunks = blocks_for(len, select_chunk);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    select_hist<<<dim3(chunks, rows), 256, 0, stream>>>(values, row_stride, st, hist, shift);
+    select_pick<<<rows, 256, 0, stream>>>(st, hist, shift);
+  }
+  check_launch("select radix passes");
+}
+
+inline arena select_layout(void* base, int heads, index_t c, select_state** st, unsigned** hist,
+                           int2** counts) {
+  arena a(base);
+  *st = a.take<select_state>(static_cast<size_t>(heads));
+  *hist = a.take<unsigned>(static_cast<size_t>(heads) * 256);
+  *counts = a.take<int2>(static_cast<size_t>(heads) * (blocks_for(c, select_chunk) + 1));
+  return a;
+}
+
+}  // namespace detail
+
+inline std::size_t select_top_workspace_bytes(int kv_heads, index_t n, index_t w) {
+  detail::select_state* st;
+  unsigned* h;
+  int2* c;
+  return detail::select_layout(nullptr, kv_heads, n - w, &st, &h, &c).bytes();
+}
+
+// budgets: device, one per KV head (window included, clipped here to [w, n]). keep: device,
+// kv_heads rows of keep_stride >= n ints. lengths: device, kv_heads ints.
+inline void select_top(const device_scores& s, const int* budgets, int* keep, index_t keep_stride,
+                       int* lengths, void* workspace, std::size_t workspace_bytes,
+                       cudaStream_t stream) {
+  const index_t c = s.candidates, w = s.window, n = c + w;
+  const int H = s.kv_heads;
+  kvtrim::detail::require(H >= 1 && w >= 1 && keep_stride >= n, "cuda::select_top: ", H,
+                          " heads, window ", w, ", keep stride ", keep_stride, " (need >= ", n, ")");
+  detail::select_state* st;
+  unsigned* hist;
+  int2* counts;
+  const detail::arena need = detail::select_layout(workspace, H, c, &st, &hist, &counts);
+  detail::check_workspace(need, workspace, workspace_bytes, "cuda::select_top");
+  const index_t row_stride = s.shared ? 0 : c;
+  detail::select_init_budgets<<<H, 256, 0, stream>>>(budgets, n, w, c, st, hist, lengths);
+  detail::check_launch("select_init_budgets");
+  if (c > 0) detail::radix_passes(s.values, row_stride, c, H, st, hist, stream);
+  const unsigned chunks = std::max(1u, detail::blocks_for(c, detail::select_chunk));
+  detail::select_count<<<dim3(chunks, H), 256, 0, stream>>>(s.values, row_stride, st, counts,
+                                                            static_cast<int>(chunks));
+  detail::select_write<<<dim3(chunks, H), 256, 0, stream>>>(s.values, row_stride, st, counts,
+                                                            static_cast<int>(chunks), keep,
+                                                            keep_stride, c, w);
+  detail::check_launch("select_write");
+}
+
+namespace detail {
+static __global__ void fill_ints(head_ints v, int* out) {
+  if (threadIdx.x < v.count) out[threadIdx.x] = v.v[threadIdx.x];
+}
+}  // namespace detail
+
+// Writes host-known per-head integers (budgets of a plan-time allocator) to device memory with
+// one tiny kernel: no host-to-device copy, no sync.
+inline void upload_head_ints(const head_ints& v, int* out, cudaStream_t stream) {
+  detail::fill_ints<<<1, max_kv_heads, 0, stream>>>(v, out);
+  detail::check_launch("fill_ints");
+}
+
+}  // namespace cuda
+}  // namespace kvtrim

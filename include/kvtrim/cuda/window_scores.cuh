@@ -1,0 +1,389 @@
+#pragma once
+// The observation-window scorer on the device (SnapKV / PyramidKV / Ada-KV / HeadKV / CompressKV,
+// and CAKE's mean + gamma * variance with its layer statistics): the same quantities as
+// score/window_softmax.hpp + pooling.hpp + aggregation.hpp, from device views, in three kernels:
+//   1. logits: per (KV head, tile of 128 keys) the logits of every window query of the KV head's
+//      contributing query heads, from ONE read of the K tile (a small GEMM in f32 on the CUDA
+//      cores, 4x4 outputs per thread); causal inside the window; writes the candidates' logits
+//      (keys before the window) and each row's (tile max, tile sum of exp);
+//   2. normalise: per window row, the softmax max and 1 / sum over all n keys (f64 sum);
+//   3. scores: per (score row, tile of 256 candidates) each contributing head's sum over the
+//      window of the probabilities (CAKE: mean + gamma * unbiased variance, and the entropy /
+//      variance sums), pooled (avg with zero padding counted / max over the in-range part, any
+//      odd kernel), summed over the row's heads (GQA per KV head, or one shared row).
+// Scores agree with the host's within f32 rounding (different summation order and expf).
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kvtrim/core/layer_kv.hpp"
+#include "kvtrim/core/shape.hpp"
+#include "kvtrim/cuda/common.cuh"
+#include "kvtrim/score/aggregation.hpp"
+#include "kvtrim/score/pooling.hpp"
+
+namespace kvtrim {
+namespace cuda {
+
+// Which query heads score which row: the host's detail::group_heads, as a kernel parameter.
+struct head_table {
+  int kv_heads = 0, group = 0, rows = 0, count = 0, dim = 0;
+  bool shared = false;
+  short local[max_q_heads] = {};          // contributing local query heads, ascending
+  short first_of_kv[max_kv_heads + 1] = {};  // per KV head: its first index into `local`
+  __host__ __device__ int begin(int r) const { return shared ? 0 : first_of_kv[r]; }
+  __host__ __device__ int end(int r) const { return shared ? count : first_of_kv[r + 1]; }
+};
+
+template <class T>
+head_table make_head_table(const layer_kv<T>& in, const std::vector<int>& heads,
+                           const model_shape& shape, aggregation agg) {
+  const auto p = kvtrim::group_heads(in, heads, shape, agg);
+  kvtrim::detail::require(in.kv_heads() <= max_kv_heads && p.count() <= max_q_heads,
+                          "cuda: ", in.kv_heads(), " KV heads / ", p.count(),
+                          " query heads per shard exceed the backend's ", max_kv_heads, " / ",
+                          max_q_heads);
+  head_table t;
+  t.kv_heads = static_cast<int>(in.kv_heads());
+  t.dim = static_cast<int>(in.keys.dim());
+  t.group = static_cast<int>(p.group);
+  t.rows = static_cast<int>(p.rows);
+  t.count = static_cast<int>(p.count());
+  t.shared = p.shared;
+  for (int i = 0; i < t.count; ++i) t.local[i] = static_cast<short>(p.local[static_cast<size_t>(i)]);
+  for (int g = 0; g <= t.kv_heads; ++g)
+    t.first_of_kv[g] = static_cast<short>(p.first_of_kv[static_cast<size_t>(g)]);
+  return t;
+}
+
+// What the scorer leaves on the device: rows x candidates scores (row-major) and, when asked,
+// CAKE's two layer sums (f64) over the `count` contributing heads.
+struct device_scores {
+  float* values = nullptr;
+  double* stats = nullptr;  // [0] entropy_sum, [1] variance_sum
+  int rows = 0;
+  bool shared = false;
+  int kv_heads = 0;
+  index_t candidates = 0, window = 0;
+  double stat_heads = 0;
+};
+
+struct window_params {
+  pooling pool = pooling::max;
+  int kernel = 7;
+  bool cake = false;     // key score = mean + gamma * variance (else the window sum)
+  float gamma = 200.0f;
+  bool stats = false;    // fill the layer entropy / variance sums
+};
+
+namespace detail {
+
+constexpr int logit_keys = 128;  // keys per logits block
+constexpr int logit_rows = 32;   // window rows per pass of a logits block
+constexpr int score_tile = 256;  // candidates per scores block
+
+__host__ __device__ inline int padded_dim(index_t d) { return static_cast<int>((d + 3) / 4 * 4 + 4); }
+
+// Window queries of the plan heads in f32, pre-scaled by 1/sqrt(d) as the host does: row
+// i * w + t for plan head i (one block per row).
+template <class T>
+static __global__ void window_queries_kernel(view3<const T> Q, head_table tab, index_t w,
+                                             float scale, float* qf) {
+  const index_t row = blockIdx.x, i = row / w, t = row % w;
+  const int d = static_cast<int>(Q.dim());
+  for (int e = threadIdx.x; e < d; e += blockDim.x)
+    qf[row * d + e] = load_f32(&Q(tab.local[i], t, e)) * scale;
+}
+
+template <class T>
+static __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T> K, const float* qf,
+                                                            head_table tab, index_t n, index_t w,
+                                                            bool vec_k,
+                                                            float* logits, float2* tile_stats) {
+  extern __shared__ float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  const int g = blockIdx.y;
+  const int h0 = tab.first_of_kv[g], nh = tab.first_of_kv[g + 1] - h0;
+  if (nh == 0) return;
+  const int d = static_cast<int>(K.dim()), dp = padded_dim(d);
+  const index_t c = n - w, t0 = static_cast<index_t>(blockIdx.x) * logit_keys;
+  const index_t nb = gridDim.x;
+  float* ks = smem;                       // [logit_keys][dp]
+  float* qs = smem + logit_keys * dp;     // [logit_rows][dp]
+  if (vec_k) {  // 16-byte loads: 16 / sizeof(T) elements of a row each
+    constexpr int per = 16 / static_cast<int>(sizeof(T));
+    const int cpr = d / per;  // chunks per row
+    for (int idx = threadIdx.x; idx < logit_keys * cpr; idx += blockDim.x) {
+      const int key = idx / cpr, c0 = (idx - key * cpr) * per;
+      const index_t t = t0 + key;
+      float* dst = ks + key * dp + c0;
+      if (t < n) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(K.row(g, t) + c0);
+        const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int i = 0; i < per; ++i) dst[i] = load_f32(v + i);
+      } else {
+#pragma unroll
+        for (int i = 0; i < per; ++i) dst[i] = 0.0f;
+      }
+    }
+    for (int idx = threadIdx.x; idx < logit_keys * (dp - d); idx += blockDim.x)
+      ks[(idx / (dp - d)) * dp + d + idx % (dp - d)] = 0.0f;  // the padding columns
+  } else {
+    for (int idx = threadIdx.x; idx < logit_keys * dp; idx += blockDim.x) {
+      const int key = idx / dp, e = idx % dp;
+      const index_t t = t0 + key;
+      ks[idx] = (e < d && t < n) ? load_f32(&K(g, t, e)) : 0.0f;
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rows = nh * static_cast<int>(w);
+  for (int rc0 = 0; rc0 < rows; rc0 += logit_rows) {
+    __syncthreads();
+    // the pre-scaled f32 window queries (window_queries_kernel), rows h0 * w + rr
+    const float* qsrc = qf + (static_cast<index_t>(h0) * w + rc0) * d;
+    for (int idx = threadIdx.x; idx < logit_rows * dp; idx += blockDim.x) {
+      const int r = idx / dp, e = idx - (idx / dp) * dp;
+      qs[idx] = (e < d && rc0 + r < rows) ? qsrc[r * d + e] : 0.0f;
+    }
+    __syncthreads();
+    float acc[4][4] = {};
+    const float* q0 = qs + (warp * 4) * dp;
+    for (int e = 0; e < dp; e += 4) {
+      float4 qv[4], kv[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) qv[a] = *reinterpret_cast<const float4*>(q0 + a * dp + e);
+#pragma unroll
+      for (int b = 0; b < 4; ++b)
+        kv[b] = *reinterpret_cast<const float4*>(ks + (lane + 32 * b) * dp + e);
+#pragma unroll
+      for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b)
+          acc[a][b] += qv[a].x * kv[b].x + qv[a].y * kv[b].y + qv[a].z * kv[b].z + qv[a].w * kv[b].w;
+    }
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+      const int rr = rc0 + warp * 4 + a;
+      if (rr >= rows) continue;  // uniform across the warp
+      const index_t i = rr % w;
+      const index_t grow = static_cast<index_t>(h0) * w + rr;  // row index over all plan heads
+      float m = -INFINITY;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        const index_t j = t0 + lane + 32 * b;
+        if (j < n && j <= c + i) m = fmaxf(m, acc[a][b]);
+        if (j < c) logits[grow * c + j] = acc[a][b];
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+      float s = 0.0f;
+      if (m != -INFINITY) {
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const index_t j = t0 + lane + 32 * b;
+          if (j < n && j <= c + i) s += expf(acc[a][b] - m);
+        }
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (lane == 0) tile_stats[grow * nb + blockIdx.x] = make_float2(m, s);
+    }
+  }
+}
+
+static __global__ void window_normalise_kernel(const float2* tile_stats, index_t nb, float2* norm) {
+  const index_t row = blockIdx.x;
+  const float2* st = tile_stats + row * nb;
+  __shared__ float red_m[256];
+  __shared__ double red_z[256];
+  float m = -INFINITY;
+  for (index_t b = threadIdx.x; b < nb; b += blockDim.x)
+    if (st[b].y > 0.0f) m = fmaxf(m, st[b].x);
+  red_m[threadIdx.x] = m;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) red_m[threadIdx.x] = fmaxf(red_m[threadIdx.x], red_m[threadIdx.x + s]);
+    __syncthreads();
+  }
+  m = red_m[0];
+  double z = 0.0;
+  for (index_t b = threadIdx.x; b < nb; b += blockDim.x)
+    if (st[b].y > 0.0f) z += static_cast<double>(st[b].y) * exp(static_cast<double>(st[b].x - m));
+  red_z[threadIdx.x] = z;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) red_z[threadIdx.x] += red_z[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) norm[row] = make_float2(m, static_cast<float>(1.0 / red_z[0]));
+}
+
+static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
+    const float* logits, const float2* norm, head_table tab, index_t c, index_t w,
+    window_params prm, float* scores, double* stats) {
+  extern __shared__ float raw[];  // [score_tile + 2p]
+  const int r = blockIdx.y, p = prm.kernel / 2;
+  const index_t j0 = static_cast<index_t>(blockIdx.x) * score_tile;
+  const index_t j = j0 + threadIdx.x;
+  const int span = score_tile + 2 * p;
+  const float inv_w = 1.0f / static_cast<float>(w);
+  float acc = 0.0f;
+  double ent = 0.0, var_sum = 0.0;
+  for (int hi = tab.begin(r); hi < tab.end(r); ++hi) {
+    for (int u = threadIdx.x; u < span; u += blockDim.x) {
+      const index_t jj = j0 - p + u;
+      float v = 0.0f;
+      if (jj >= 0 && jj < c) {
+        const bool centre = u >= p && u < p + score_tile;
+        float s = 0.0f;
+        double e_part = 0.0;
+        for (index_t t = 0; t < w; ++t) {
+          const index_t row = static_cast<index_t>(hi) * w + t;
+          const float2 nz = norm[row];
+          const float a = expf(logits[row * c + jj] - nz.x) * nz.y;
+          s += a;
+          if (prm.stats && centre) e_part -= static_cast<double>(a) * log(static_cast<double>(a) + 1e-10);
+        }
+        float var = 0.0f;
+        if ((prm.cake || prm.stats) && w >= 2) {
+          const float mean = s / static_cast<float>(w);
+          for (index_t t = 0; t < w; ++t) {
+            const index_t row = static_cast<index_t>(hi) * w + t;
+            const float2 nz = norm[row];
+            const float e = expf(logits[row * c + jj] - nz.x) * nz.y - mean;
+            var += e * e;
+          }
+          var /= static_cast<float>(w - 1);
+        }
+        if (prm.stats && centre) {
+          ent += e_part / static_cast<double>(w);
+          var_sum += var;
+        }
+        v = prm.cake ? s * inv_w + prm.gamma * var : s;
+      }
+      raw[u] = v;
+    }
+    __syncthreads();
+    if (j < c) {
+      const float* x = raw + threadIdx.x + p;  // x[0] is candidate j
+      if (prm.pool == pooling::none || prm.kernel == 1) {
+        acc += x[0];
+      } else if (prm.pool == pooling::avg) {
+        float s = 0.0f;
+        for (int u = -p; u <= p; ++u) s += x[u];  // out-of-range entries are 0 (padding counted)
+        acc += s / static_cast<float>(prm.kernel);
+      } else {
+        float m = -INFINITY;
+        for (int u = -p; u <= p; ++u)
+          if (j + u >= 0 && j + u < c) m = fmaxf(m, x[u]);
+        acc += m;
+      }
+    }
+    __syncthreads();
+  }
+  if (j < c) scores[static_cast<index_t>(r) * c + j] = acc;
+  if (prm.stats) {
+    __shared__ double red[2][score_tile];
+    red[0][threadIdx.x] = ent;
+    red[1][threadIdx.x] = var_sum;
+    __syncthreads();
+    for (int s = score_tile / 2; s > 0; s /= 2) {
+      if (threadIdx.x < s) {
+        red[0][threadIdx.x] += red[0][threadIdx.x + s];
+        red[1][threadIdx.x] += red[1][threadIdx.x + s];
+      }
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+      atomicAdd(stats, red[0][0]);
+      atomicAdd(stats + 1, red[1][0]);
+    }
+  }
+}
+
+template <class T>
+arena window_layout(void* base, const head_table& tab, index_t n, index_t w, index_t d,
+                    float** qf, float** logits, float2** tiles, float2** norm, float** scores,
+                    double** stats) {
+  arena a(base);
+  *qf = a.take<float>(static_cast<size_t>(tab.count * w * d));
+  const index_t c = n - w, rows = static_cast<index_t>(tab.count) * w;
+  const index_t nb = (n + logit_keys - 1) / logit_keys;
+  *logits = a.take<float>(static_cast<size_t>(rows * c));
+  *tiles = a.take<float2>(static_cast<size_t>(rows * nb));
+  *norm = a.take<float2>(static_cast<size_t>(rows));
+  *scores = a.take<float>(static_cast<size_t>(tab.rows * c));
+  *stats = a.take<double>(2);
+  return a;
+}
+
+}  // namespace detail
+
+// Workspace bytes for window_scores on a layer of n prompt tokens and window w.
+template <class T>
+std::size_t window_scores_workspace_bytes(const head_table& tab, index_t n, index_t w) {
+  float *q, *l, *s;
+  float2 *t, *m;
+  double* st;
+  return detail::window_layout<T>(nullptr, tab, n, w, tab.dim, &q, &l, &t, &m, &s, &st).bytes();
+}
+
+// Scores one layer (in: device views, validated by the caller with check_scoring_input). The
+// returned scores point into the workspace; they live until the workspace is reused.
+template <class T>
+device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const window_params& prm,
+                            void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  const index_t n = in.prompt_length(), w = in.window(), c = n - w, d = in.keys.dim();
+  float *qf, *logits, *scores;
+  float2 *tiles, *norm;
+  double* stats;
+  const detail::arena need = detail::window_layout<T>(workspace, tab, n, w, d, &qf, &logits, &tiles,
+                                                      &norm, &scores, &stats);
+  detail::check_workspace(need, workspace, workspace_bytes, "window_scores");
+  kvtrim::detail::check_kernel(prm.kernel);
+  device_scores out;
+  out.values = scores;
+  out.stats = stats;
+  out.rows = tab.rows;
+  out.shared = tab.shared;
+  out.kv_heads = tab.kv_heads;
+  out.candidates = c;
+  out.window = w;
+  out.stat_heads = tab.count;
+  if (prm.stats) detail::check_cuda(cudaMemsetAsync(stats, 0, 2 * sizeof(double), stream), "memset");
+  if (c == 0 || tab.count == 0) {
+    if (c > 0 && tab.rows > 0)
+      detail::check_cuda(cudaMemsetAsync(scores, 0, sizeof(float) * tab.rows * c, stream), "memset");
+    return out;
+  }
+  const view3<const T> K = in.keys;
+  const index_t nb = (n + detail::logit_keys - 1) / detail::logit_keys;
+  const int dp = detail::padded_dim(d);
+  const std::size_t smem = sizeof(float) * (detail::logit_keys + detail::logit_rows) * dp;
+  if (smem > 48 * 1024)
+    detail::check_cuda(cudaFuncSetAttribute(detail::window_logits_kernel<T>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem)),
+                       "cudaFuncSetAttribute (head_dim too large?)");
+  constexpr index_t per = 16 / static_cast<index_t>(sizeof(T));
+  const bool vec_k = K.stride_dim() == 1 && d % per == 0 &&
+                     reinterpret_cast<std::uintptr_t>(K.data()) % 16 == 0 &&
+                     (K.stride_token() % per) == 0 && (K.stride_head() % per) == 0;
+  detail::window_queries_kernel<T><<<static_cast<unsigned>(tab.count * w), 128, 0, stream>>>(
+      in.queries, tab, w, 1.0f / std::sqrt(static_cast<float>(d)), qf);
+  detail::window_logits_kernel<T><<<dim3(static_cast<unsigned>(nb), tab.kv_heads), 256, smem, stream>>>(
+      K, qf, tab, n, w, vec_k, logits, tiles);
+  detail::check_launch("window_logits_kernel");
+  detail::window_normalise_kernel<<<static_cast<unsigned>(tab.count * w), 256, 0, stream>>>(tiles, nb, norm);
+  detail::check_launch("window_normalise_kernel");
+  const std::size_t smem3 = sizeof(float) * (detail::score_tile + 2 * (prm.kernel / 2));
+  detail::window_scores_kernel<<<dim3(detail::blocks_for(c, detail::score_tile), tab.rows),
+                                 detail::score_tile, smem3, stream>>>(logits, norm, tab, c, w, prm,
+                                                                      scores, stats);
+  detail::check_launch("window_scores_kernel");
+  return out;
+}
+
+}  // namespace cuda
+}  // namespace kvtrim
