@@ -3,7 +3,11 @@
 #  1. set-up (packages, model) and the Release build with -Werror;
 #  2. a consumer project that installs kvtrim into a temporary prefix and builds against it;
 #  3. the library's unit tests under AddressSanitizer + UndefinedBehaviorSanitizer;
-#  4. every GoogleTest suite of the Release build (library, host on the real model, tools).
+#  4. every GoogleTest suite of the Release build (library, host on the real model, tools); the
+#     CUDA tests and benchmarks are compiled by that build when nvcc is found (run on a GPU by
+#     scripts/gpu_check.sh);
+#  5. the Python package: built by `pip install .` into a venv and its pytest suite
+#     (scripts/python_test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="$(nproc)"
@@ -16,3 +20,5 @@ ctest --test-dir build-asan --output-on-failure -j"$JOBS"
 
 
 ctest --test-dir build --output-on-failure -j"$JOBS"
+
+scripts/python_test.sh
