@@ -23,6 +23,7 @@ struct no_scores {
 };
 
 struct keep_all {
+  static constexpr bool keeps_all = true;  // the compressor lets a prompt shorter than the window through
   struct state {};
   state plan(const model_shape&, index_t, index_t, index_t) const { return {}; }
   std::vector<index_t> head_budgets(state&, int, const token_scores& s) const {
