@@ -1,5 +1,7 @@
 #pragma once
 // The method options every tool shares (--method, --budget/--ratio, --window, ...).
+#include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
 
@@ -39,27 +41,27 @@ inline kvtrim::method_config parse_method_config(const args& a, const std::strin
   if (a.has("ratio"))
     c.target = kvtrim::budget::ratio(a.number("ratio", 0));
   else if (a.has("budget"))
-    c.target = kvtrim::budget::tokens(a.integer("budget", 0));
+    c.target = kvtrim::budget::tokens(a.integer_in("budget", 0, 0, k_max_tokens));
   else if (def_budget > 0)
     c.target = kvtrim::budget::tokens(def_budget);
   else if (c.name != "full")
     throw usage_error("--budget or --ratio is required");
-  c.window = a.integer("window", c.window);
+  c.window = a.integer_in("window", c.window, 1, k_max_tokens);
   const std::string pool = a.str("pooling", kvtrim::to_string(c.pool));
   if (pool == "avg") c.pool = kvtrim::pooling::avg;
   else if (pool == "max") c.pool = kvtrim::pooling::max;
   else if (pool == "none") c.pool = kvtrim::pooling::none;
   else throw usage_error("--pooling: '" + pool + "' is not avg, max or none");
-  c.kernel = static_cast<int>(a.integer("kernel", c.kernel));
+  c.kernel = a.int_in("kernel", c.kernel);
   if (a.has("beta")) {
     c.pyramid_beta = a.number("beta", c.pyramid_beta);
     c.headkv_beta = a.number("beta", c.headkv_beta);
   }
   c.adakv_alpha = a.number("alpha", c.adakv_alpha);
-  c.retrieval_heads = static_cast<int>(a.integer("retrieval-heads", c.retrieval_heads));
-  c.min_layer_tokens = a.integer("min-layer-tokens", c.min_layer_tokens);
-  c.sinks = a.integer("sinks", c.sinks);
-  c.seed = static_cast<std::uint64_t>(a.integer("seed", 0));
+  c.retrieval_heads = a.int_in("retrieval-heads", c.retrieval_heads);
+  c.min_layer_tokens = a.integer_in("min-layer-tokens", c.min_layer_tokens, 0, k_max_tokens);
+  c.sinks = a.integer_in("sinks", c.sinks, 0, k_max_tokens);
+  c.seed = static_cast<std::uint64_t>(a.integer_in("seed", 0, 0, std::numeric_limits<long long>::max()));
   c.cake_gamma = a.number("gamma", c.cake_gamma);
   c.cake_tau1 = a.number("tau1", c.cake_tau1);
   c.cake_tau2 = a.number("tau2", c.cake_tau2);
