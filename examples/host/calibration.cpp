@@ -16,6 +16,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/log_file.hpp"
 #include "host/compression.hpp"
 #include "host/haystack.hpp"
 #include "kvtrim/attention/ragged_decode.hpp"
@@ -290,6 +291,7 @@ kj::value to_json(const record& r) {
 }
 
 record from_json(const kj::value& v) {
+  kvtrim::detail::require(v.is_object(), "a record must be a JSON object");
   record r;
   r.key = v.at("key").as_string();
   r.kept = v.at("kept").as_bool();
@@ -301,7 +303,9 @@ record from_json(const kj::value& v) {
   return r;
 }
 
-// Append-only per-stage log of finished trials. A torn last line (a crash mid-write) is ignored.
+// Append-only per-stage log of finished trials. A torn line (a crash mid-write) is ignored and a
+// torn last line cut off before the next append; a JSON line that is not a trial record is an
+// error naming the file and line.
 class trial_log {
  public:
   trial_log(const std::string& dir, const std::string& stage) {
@@ -309,17 +313,26 @@ class trial_log {
     path_ = dir + "/" + stage + ".jsonl";
     std::ifstream in(path_, std::ios::binary);
     std::string line;
-    char last = '\n';
+    int64_t lineno = 0;
     while (std::getline(in, line)) {
-      last = in.eof() ? (line.empty() ? '\n' : line.back()) : '\n';
+      ++lineno;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      kj::value v;
       try {
-        record r = from_json(kj::parse(line, path_));
-        done_[r.key] = std::move(r);
+        v = kj::parse(line, path_);
       } catch (const std::exception&) {
-        // an incomplete line from an interrupted write: that trial runs again
+        continue;  // an incomplete line from an interrupted write: that trial runs again
+      }
+      try {
+        record r = from_json(v);
+        done_[r.key] = std::move(r);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(path_ + ":" + std::to_string(lineno) + ": not a calibration trial record (" +
+                                 kvtrim::detail::strip_prefix(e.what()) + "); move the file away to rerun its trials");
       }
     }
-    torn_ = last != '\n';
+    in.close();
+    truncate_torn_tail(path_);
   }
   const record* find(const std::string& key) const {
     auto it = done_.find(key);
@@ -329,9 +342,6 @@ class trial_log {
     done_[r.key] = r;
     if (path_.empty()) return;
     std::ofstream out(path_, std::ios::app | std::ios::binary);
-    // A torn line from a crash left the file without a final newline; start a fresh line.
-    if (torn_) out << "\n";
-    torn_ = false;
     out << kj::dump(to_json(r)) << "\n";
     out.flush();
     if (!out) throw std::runtime_error("cannot append to " + path_);
@@ -339,7 +349,6 @@ class trial_log {
 
  private:
   std::string path_;
-  bool torn_ = false;
   std::map<std::string, record> done_;
 };
 
@@ -701,9 +710,13 @@ struct stage_run {
   }
 
   // The trial's record, from the log or from run(); nullptr when max_trials is spent.
+  // `legacy`: the key an older kvtrim gave the same trial (without what it now records), reused
+  // when present.
   template <class Run>
-  const record* trial(calibrator& cal, const std::string& key, bool& reused, Run run) {
+  const record* trial(calibrator& cal, const std::string& key, bool& reused, Run run,
+                      const std::string& legacy = "") {
     const record* r = log.find(key);
+    if (!r && !legacy.empty()) r = log.find(legacy);
     reused = r != nullptr;
     if (reused) {
       ++rep.reused;
@@ -741,7 +754,7 @@ bool run_needle_stage(calibrator& cal, const calibration_options& opt, const nee
                       Take take) {
   stage_run st(g.stage, opt);
   struct plan {
-    std::string key;
+    std::string key, legacy_key;
     size_t needle, start;
     int64_t len;
     int depth;
@@ -751,12 +764,14 @@ bool run_needle_stage(calibrator& cal, const calibration_options& opt, const nee
   for (size_t ni = 0; ni < g.needles.size(); ++ni)
     for (size_t li = 0; li < g.lengths.size(); ++li)
       for (int di = 0; di < g.depths; ++di) {
-        const std::string key = std::string(g.stage) + "|" + g.needles[ni].name + "|" + fnv_hex(g.needles[ni].fact) +
-                                "|len=" + std::to_string(g.lengths[li]) + "|depth=" + std::to_string(di) + "/" +
-                                std::to_string(g.depths) + "|new=" + std::to_string(opt.max_new_tokens) +
-                                "|seed=" + seed_s;
-        plans.push_back(
-            {key, ni, g.first_start + ni * g.needle_step + li * 3 + static_cast<size_t>(di), g.lengths[li], di});
+        const std::string legacy = std::string(g.stage) + "|" + g.needles[ni].name + "|" +
+                                   fnv_hex(g.needles[ni].fact) + "|len=" + std::to_string(g.lengths[li]) +
+                                   "|depth=" + std::to_string(di) + "/" + std::to_string(g.depths) +
+                                   "|new=" + std::to_string(opt.max_new_tokens) + "|seed=" + seed_s;
+        // The haystack slice depends on the trial's place in --needles / --lengths: its start
+        // is part of the key, so a reordered or extended list reruns the trials it moved.
+        const size_t start = g.first_start + ni * g.needle_step + li * 3 + static_cast<size_t>(di);
+        plans.push_back({legacy + "|start=" + std::to_string(start), legacy, ni, start, g.lengths[li], di});
         st.pg.units_total += static_cast<double>(g.lengths[li]) + 40.0 * opt.max_new_tokens;
       }
   st.pg.total = static_cast<int64_t>(plans.size());
@@ -769,7 +784,7 @@ bool run_needle_stage(calibrator& cal, const calibration_options& opt, const nee
     const record* r = st.trial(cal, pl.key, reused, [&] {
       const probe_prompt pr = cal.needle_prompt(nd, pl.len, depth_of(pl.depth, g.depths), pl.start);
       return cal.run_needle_trial(pl.key, nd, pr, g.semantic);
-    });
+    }, pl.legacy_key);
     if (!r) {
       complete = false;
       break;
@@ -954,7 +969,9 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
     kvtrim::layer_eviction_error total(c.n_layer, opt.eps);
     std::map<std::string, int> seen;
     const auto t0 = clock_type::now();
-    for (const auto& [ds, toks] : prompts) {
+    for (const auto& prompt : prompts) {
+      const auto& ds = prompt.first;  // not a structured binding: a lambda captures these (clang)
+      const auto& toks = prompt.second;
       const std::string key = "layers|" + ds + "|" + std::to_string(seen[ds]++) + "|" + fnv_hex(std::string(
           reinterpret_cast<const char*>(toks.data()), toks.size() * sizeof(int32_t))) + "|" + settings;
       bool reused = false;
