@@ -219,6 +219,11 @@ model_config model_config::from_gguf(const gguf_file& f) {
     throw bad("tensor 'token_embd.weight' has shape " + dims_str(emb.dims) + ", expected [" + std::to_string(c.n_embd) + ", vocab]");
   if (emb.dims[1] == 0) throw bad("tensor 'token_embd.weight' has a vocabulary of 0 tokens");
   c.n_vocab = static_cast<int>(emb.dims[1]);
+  // Every layer has 9 tensors: a block_count the tensor table cannot hold is refused before the
+  // constructor sizes its layer table by it (found by fuzzing: 2^31 layers in a 3 KB file).
+  if (static_cast<uint64_t>(c.n_layer) * 9 > f.tensors().size())
+    throw bad("block_count " + std::to_string(c.n_layer) + " needs " + std::to_string(9 * static_cast<uint64_t>(c.n_layer)) +
+              " layer tensors; the file has " + std::to_string(f.tensors().size()) + " tensors in all");
   // The constructor's sizes: 2 * n_ff rows of gate_up, n_embd + 2 * kv_dim rows of wqkv, all in int.
   const int64_t kv_dim = static_cast<int64_t>(c.n_kv_head) * c.head_dim;
   if (2 * static_cast<int64_t>(c.n_ff) > std::numeric_limits<int>::max())

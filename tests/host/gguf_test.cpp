@@ -400,9 +400,10 @@ TEST(GgufDequantize, EverySupportedType) {
 // A complete 1-layer llama (every tensor F32): n_embd 8, 2 heads of 4, 1 KV head, n_ff 16, a
 // 4-token vocabulary. `skip` leaves tensors out; `n_ff` overrides the header's (the tensors stay
 // 16 wide), `vocab` the embedding's rows.
-std::string tiny_llama(const std::vector<std::string>& skip = {}, uint32_t n_ff = 16, uint64_t vocab = 4) {
+std::string tiny_llama(const std::vector<std::string>& skip = {}, uint32_t n_ff = 16, uint64_t vocab = 4,
+                       uint32_t blocks = 1) {
   const std::vector<kv_entry> kvs = {kv_str("general.architecture", "llama"),
-                                     kv<uint32_t>("llama.block_count", U32, 1),
+                                     kv<uint32_t>("llama.block_count", U32, blocks),
                                      kv<uint32_t>("llama.embedding_length", U32, 8),
                                      kv<uint32_t>("llama.feed_forward_length", U32, n_ff),
                                      kv<uint32_t>("llama.attention.head_count", U32, 2),
@@ -470,6 +471,16 @@ TEST(GgufFuzzRegressions, HugeSizesInTheHeaderAreRejectedWithoutOverflow) {
   const temp_dir dir;
   const auto e = model_error(dir, tiny_llama({}, 0x7fffffffu));
   EXPECT_NE(e.find("feed_forward_length 2147483647 is too large"), std::string::npos) << e;
+}
+
+// Found by the long fuzzing run: block_count 2^31 - 1 in a 3 KB file made the constructor
+// allocate its layer table (~100 GB) before looking for the layers' tensors.
+TEST(GgufFuzzRegressions, BlockCountIsCheckedAgainstTheTensorTable) {
+  const temp_dir dir;
+  const auto e = model_error(dir, tiny_llama({}, 16, 4, 0x7fffffffu));
+  EXPECT_NE(e.find("block_count 2147483647 needs 19327352823 layer tensors; the file has 11"), std::string::npos) << e;
+  const auto two = model_error(dir, tiny_llama({}, 16, 4, 2));
+  EXPECT_NE(two.find("block_count 2 needs 18 layer tensors"), std::string::npos) << two;
 }
 
 }  // namespace
