@@ -109,7 +109,9 @@ bool run_layer_stage(calibration_run& cal, const kvtrim::profile& heads, stage_r
   std::map<std::string, int> seen;
   bool complete = true;
   const auto t0 = clock_type::now();
-  for (const auto& [ds, toks] : prompts) {
+  for (const auto& prompt : prompts) {
+    const auto& ds = prompt.first;  // not a structured binding: the lambda below captures these (clang)
+    const auto& toks = prompt.second;
     const std::string key = layer_trial_key(ds, seen[ds]++, toks, settings);
     bool reused = false;
     const record* r = st.trial(cal, key, reused, [&] { return run_layer_sample(cal, key, ds, toks, method); });

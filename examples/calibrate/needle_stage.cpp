@@ -165,10 +165,13 @@ bool run_needle_stage(calibration_run& cal, const needle_grid& g, stage_report& 
   for (size_t ni = 0; ni < g.needles.size(); ++ni)
     for (size_t li = 0; li < g.lengths.size(); ++li)
       for (int di = 0; di < g.depths; ++di) {
+        // The haystack slice depends on the trial's place in --needles / --lengths: its start is
+        // part of the key, so a reordered or extended list reruns the trials it moved.
+        const size_t start = g.first_start + ni * g.needle_step + li * 3 + static_cast<size_t>(di);
         const std::string key = needle_trial_key(g.stage, g.needles[ni].name, g.needles[ni].fact, g.lengths[li], di,
-                                                 g.depths, opt.max_new_tokens, opt.seed);
-        plans.push_back(
-            {key, ni, g.first_start + ni * g.needle_step + li * 3 + static_cast<size_t>(di), g.lengths[li], di});
+                                                 g.depths, opt.max_new_tokens, opt.seed) +
+                                "|start=" + std::to_string(start);
+        plans.push_back({key, ni, start, g.lengths[li], di});
         st.pg.units_total += static_cast<double>(g.lengths[li]) + 40.0 * opt.max_new_tokens;
       }
   st.pg.total = static_cast<int64_t>(plans.size());

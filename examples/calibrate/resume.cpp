@@ -1,5 +1,7 @@
 #include "calibrate/resume.hpp"
 
+#include "common/log_file.hpp"
+
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -37,6 +39,7 @@ kj::value to_json(const record& r) {
 }
 
 record from_json(const kj::value& v) {
+  kvtrim::detail::require(v.is_object(), "a record must be a JSON object");
   record r;
   r.key = v.at("key").as_string();
   r.kept = v.at("kept").as_bool();
@@ -68,22 +71,33 @@ std::string open_resume_dir(const std::string& dir, const std::string& model_sha
   return date;
 }
 
+// A torn line (a crash mid-write) is ignored and a torn last line cut off before the next
+// append; a JSON line that is not a trial record is an error naming the file and line.
 trial_log::trial_log(const std::string& dir, const std::string& stage) {
   if (dir.empty()) return;
   path_ = dir + "/" + stage + ".jsonl";
   std::ifstream in(path_, std::ios::binary);
   std::string line;
-  char last = '\n';
+  int64_t lineno = 0;
   while (std::getline(in, line)) {
-    last = in.eof() ? (line.empty() ? '\n' : line.back()) : '\n';
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    kj::value v;
     try {
-      record r = from_json(kj::parse(line, path_));
-      done_[r.key] = std::move(r);
+      v = kj::parse(line, path_);
     } catch (const std::exception&) {
-      // an incomplete line from an interrupted write: that trial runs again
+      continue;  // an incomplete line from an interrupted write: that trial runs again
+    }
+    try {
+      record r = from_json(v);
+      done_[r.key] = std::move(r);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path_ + ":" + std::to_string(lineno) + ": not a calibration trial record (" +
+                               kvtrim::detail::strip_prefix(e.what()) + "); move the file away to rerun its trials");
     }
   }
-  torn_ = last != '\n';
+  in.close();
+  truncate_torn_tail(path_);
 }
 
 const record* trial_log::find(const std::string& key) const {
@@ -95,9 +109,6 @@ void trial_log::add(const record& r) {
   done_[r.key] = r;
   if (path_.empty()) return;
   std::ofstream out(path_, std::ios::app | std::ios::binary);
-  // A torn line from a crash left the file without a final newline; start a fresh line.
-  if (torn_) out << "\n";
-  torn_ = false;
   out << kj::dump(to_json(r)) << "\n";
   out.flush();
   if (!out) throw std::runtime_error("cannot append to " + path_);

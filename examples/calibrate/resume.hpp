@@ -38,7 +38,6 @@ class trial_log {
 
  private:
   std::string path_;
-  bool torn_ = false;
   std::map<std::string, record> done_;
 };
 

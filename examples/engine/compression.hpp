@@ -23,7 +23,8 @@ class compression_session {
 
   // The hook to pass to model::prefill / model::generate (window = the method's window).
   prefill_hook hook();
-  int window() const { return static_cast<int>(method_.spec().window); }
+  // The method's window (for `full`, at most the prompt: it keeps everything).
+  int window() const { return static_cast<int>(seq_->window()); }
   // Seconds spent inside kvtrim (scoring, selection, compaction, re-trims) so far.
   double seconds() const { return seconds_; }
 

@@ -290,7 +290,9 @@ gguf_file::gguf_file(const std::string& path) : path_(path) {
       uint64_t n = 1;
       for (uint32_t d = 0; d < n_dims; ++d) {
         const auto ne = c.read<uint64_t>(what + " dimensions");
-        if (ne != 0 && n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / ne)
+        // A 0-element tensor holds no weights, and its data pointer could be null: rejected here.
+        if (ne == 0) throw gguf_error(path_ + ": " + what + " has a dimension of 0 (no elements)");
+        if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / ne)
           throw gguf_error(path_ + ": " + what + " has too many elements");
         n *= ne;
         t.dims.push_back(ne);
@@ -503,6 +505,7 @@ void gguf_file::dequantize_into(const gguf_tensor& t, float* dst) const {
   const uint8_t* src = data(t);
   const auto n = static_cast<int64_t>(t.n_elements());
   const int64_t nb = n / static_cast<int64_t>(tr->block);
+  if (n == 0) return;  // nothing to copy (the reader rejects such tensors; dst may be null)
   switch (t.type) {
     case ggml_type::F32: std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float)); return;
     case ggml_type::F16:

@@ -220,7 +220,19 @@ model_config model_config::from_gguf(const gguf_file& f) {
   if (emb.dims.size() != 2 || emb.dims[0] != static_cast<uint64_t>(c.n_embd) ||
       emb.dims[1] > static_cast<uint64_t>(std::numeric_limits<int32_t>::max()))
     throw bad("tensor 'token_embd.weight' has shape " + dims_str(emb.dims) + ", expected [" + std::to_string(c.n_embd) + ", vocab]");
+  if (emb.dims[1] == 0) throw bad("tensor 'token_embd.weight' has a vocabulary of 0 tokens");
   c.n_vocab = static_cast<int>(emb.dims[1]);
+  // Every layer has 9 tensors: a block_count the tensor table cannot hold is refused before the
+  // constructor sizes its layer table by it (found by fuzzing: 2^31 layers in a 3 KB file).
+  if (static_cast<uint64_t>(c.n_layer) * 9 > f.tensors().size())
+    throw bad("block_count " + std::to_string(c.n_layer) + " needs " + std::to_string(9 * static_cast<uint64_t>(c.n_layer)) +
+              " layer tensors; the file has " + std::to_string(f.tensors().size()) + " tensors in all");
+  // The constructor's sizes: 2 * n_ff rows of gate_up, n_embd + 2 * kv_dim rows of wqkv, all in int.
+  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_head) * c.head_dim;
+  if (2 * static_cast<int64_t>(c.n_ff) > std::numeric_limits<int>::max())
+    throw bad("feed_forward_length " + std::to_string(c.n_ff) + " is too large (2 x n_ff must fit an int)");
+  if (static_cast<int64_t>(c.n_embd) + 2 * kv_dim > std::numeric_limits<int>::max())
+    throw bad("embedding_length " + std::to_string(c.n_embd) + " is too large (q + k + v rows must fit an int)");
   return c;
 }
 
@@ -241,12 +253,16 @@ model::model(const gguf_file& f) : cfg_(model_config::from_gguf(f)) {
     matrix wk = load_matrix(f, p + "attn_k.weight", kv_dim, c.n_embd);
     unpermute_heads(wq, c.n_head);
     unpermute_heads(wk, c.n_kv_head);
+    // Every tensor is loaded (and may throw) before a comma initialiser sees it: an exception
+    // inside Eigen's comma initialiser fails its destructor's assertion and aborts.
+    const matrix wv = load_matrix(f, p + "attn_v.weight", kv_dim, c.n_embd);
     L.wqkv.resize(q_dim + 2 * kv_dim, c.n_embd);
-    L.wqkv << wq, wk, load_matrix(f, p + "attn_v.weight", kv_dim, c.n_embd);
+    L.wqkv << wq, wk, wv;
     L.wo = load_matrix(f, p + "attn_output.weight", c.n_embd, q_dim);
-    L.w_gate_up.resize(2 * c.n_ff, c.n_embd);
-    L.w_gate_up << load_matrix(f, p + "ffn_gate.weight", c.n_ff, c.n_embd),
-        load_matrix(f, p + "ffn_up.weight", c.n_ff, c.n_embd);
+    const matrix w_gate = load_matrix(f, p + "ffn_gate.weight", c.n_ff, c.n_embd);
+    const matrix w_up = load_matrix(f, p + "ffn_up.weight", c.n_ff, c.n_embd);
+    L.w_gate_up.resize(2 * static_cast<Eigen::Index>(c.n_ff), c.n_embd);
+    L.w_gate_up << w_gate, w_up;
     L.w_down = load_matrix(f, p + "ffn_down.weight", c.n_embd, c.n_ff);
   }
   inv_freq_.resize(static_cast<size_t>(c.head_dim / 2));

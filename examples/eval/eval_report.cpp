@@ -15,34 +15,52 @@
 #include <stdexcept>
 
 #include "kvtrim/compose/method.hpp"
+#include "kvtrim/profile/file.hpp"
 
 namespace kvhost {
 
 namespace fs = std::filesystem;
 
 void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
+  try {  // the one atomic write: unique temp name, fsync of file and directory, clean-up on failure
+    kvtrim::write_text_file_atomic(path, text);
+  } catch (const kvtrim::error& e) {
+    throw std::runtime_error(e.what());
   }
-  fs::rename(tmp, path);
+}
+
+std::string record_problem(const nlohmann::json& r) {
+  if (!r.is_object()) return std::string("a record must be a JSON object, got ") + r.type_name();
+  for (const char* k : {"task", "method", "budget"})
+    if (!r.contains(k) || !r[k].is_string()) return std::string("record lacks \"") + k + "\" (a string)";
+  if (r.contains("id") && !r["id"].is_string()) return "record's \"id\" must be a string";
+  for (const char* k : {"kv_percent_of_full", "score"})
+    if (!r.contains(k) || !r[k].is_number()) return std::string("record lacks \"") + k + "\" (a number)";
+  if (r["task"].get_ref<const std::string&>() == "fidelity")
+    for (const char* k : {"kl", "ppl"})  // null: a non-finite value, as nlohmann writes it
+      if (!r.contains(k) || !(r[k].is_number() || r[k].is_null()))
+        return std::string("fidelity record lacks \"") + k + "\" (a number)";
+  if (r.contains("length") && !r["length"].is_number_integer()) return "record's \"length\" must be an integer";
+  if (r.contains("depth") && !r["depth"].is_number()) return "record's \"depth\" must be a number";
+  return "";
 }
 
 std::vector<nlohmann::json> read_records(const std::string& path) {
   std::vector<nlohmann::json> out;
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) return out;
   std::string line;
+  int64_t lineno = 0;
   while (std::getline(in, line)) {
+    ++lineno;
     if (line.empty()) continue;
-    try {
-      out.push_back(nlohmann::json::parse(line));
-    } catch (const std::exception&) {
-      // an interrupted append leaves a partial last line: that sample is simply redone
-    }
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    // An interrupted append leaves a partial line (the last one, or one an older kvtrim wrote
+    // past): that sample is simply redone.
+    if (j.is_discarded()) continue;
+    const std::string problem = record_problem(j);
+    if (!problem.empty()) throw std::runtime_error(path + ":" + std::to_string(lineno) + ": " + problem);
+    out.push_back(std::move(j));
   }
   return out;
 }
@@ -257,18 +275,23 @@ std::string curve_svg(const std::string& task, const std::vector<summary_row>& r
 
 std::vector<summary_row> summarize(const std::vector<nlohmann::json>& records) {
   std::map<std::tuple<std::string, std::string, std::string>, acc> g;
+  auto num = [](const nlohmann::json& x) { return x.is_null() ? std::nan("") : x.get<double>(); };
   auto add = [&](const std::string& task, const nlohmann::json& r, double score) {
     auto& a = g[{task, r["method"].get<std::string>(), r["budget"].get<std::string>()}];
     a.kv += r["kv_percent_of_full"].get<double>();
     a.score += score;
     ++a.n;
   };
-  for (const auto& r : records) {
-    const std::string task = r.value("task", "");
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    // Checked here too, not only by read_records: a missing key must never reach operator[].
+    const std::string problem = record_problem(r);
+    if (!problem.empty()) throw std::runtime_error("summarize: record " + std::to_string(i + 1) + ": " + problem);
+    const std::string task = r["task"].get<std::string>();
     if (task == "fidelity") {
       add("fidelity_top1", r, r["score"].get<double>());
-      add("fidelity_kl", r, r["kl"].get<double>());
-      add("fidelity_ppl", r, r["ppl"].get<double>());
+      add("fidelity_kl", r, num(r["kl"]));
+      add("fidelity_ppl", r, num(r["ppl"]));
     } else {
       add(task, r, r["score"].get<double>());
     }
@@ -369,7 +392,11 @@ using family_table = std::map<std::string, std::map<std::string, std::map<std::s
 
 family_table family_rows(const std::vector<nlohmann::json>& records) {
   std::vector<nlohmann::json> fam = records;
-  for (auto& r : fam) r["task"] = task_family(r.value("task", ""));
+  for (size_t i = 0; i < fam.size(); ++i) {
+    const std::string problem = record_problem(fam[i]);
+    if (!problem.empty()) throw std::runtime_error("comparison: record " + std::to_string(i + 1) + ": " + problem);
+    fam[i]["task"] = task_family(fam[i]["task"].get<std::string>());
+  }
   family_table t;
   for (const auto& row : summarize(fam)) t[row.task][row.method][row.budget] = row;
   return t;

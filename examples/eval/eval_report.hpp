@@ -8,8 +8,15 @@
 
 namespace kvhost {
 
-// Every record of DIR/samples.jsonl; a truncated last line (an interrupted write) is skipped.
+// Every record of DIR/samples.jsonl; a line that is not JSON (an interrupted write) is skipped, a
+// JSON line that is not a record (record_problem) throws std::runtime_error naming file and line.
 std::vector<nlohmann::json> read_records(const std::string& path);
+
+// Empty when `r` is a record summarize() can use (object; task, method, budget strings;
+// kv_percent_of_full, score numbers; fidelity: kl, ppl; length, depth numbers if present);
+// otherwise what is wrong with it.
+std::string record_problem(const nlohmann::json& r);
+
 
 struct summary_row {
   std::string task, method, budget;  // budget: "16", "r0.05" or "full"
@@ -39,7 +46,8 @@ std::string comparison_markdown(const std::vector<nlohmann::json>& records);
 // OUT_DIR/comparison.md from the records of several eval directories (one task each, say).
 std::string render_comparison(const std::vector<std::string>& dirs, const std::string& out_dir);
 
-// Writes `text` to `path` atomically (path.tmp, then rename).
+// Writes `text` to `path` whole or not at all: kvtrim::write_text_file_atomic (a unique temp
+// name, fsync of the file and its directory, the temp file removed on failure).
 void write_file_atomic(const std::string& path, const std::string& text);
 
 }  // namespace kvhost

@@ -114,7 +114,7 @@ std::vector<int32_t> truncate_middle(const std::vector<int32_t>& t, int64_t max_
 }
 
 std::vector<eval_sample> jsonl_samples(const tokenizer& tok, const std::string& path, int64_t max_prompt_tokens,
-                                       int max_new_tokens, const std::string& task) {
+                                       int max_new_tokens, const std::string& task, int64_t min_prompt_tokens) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open " + path);
   std::vector<eval_sample> out;
@@ -142,9 +142,14 @@ std::vector<eval_sample> jsonl_samples(const tokenizer& tok, const std::string& 
       s.references.push_back(o.get<std::string>());
     }
     std::string text = j["input"].get<std::string>();
+    if (text.empty()) throw std::runtime_error(where + ": 'input' is empty");
     if (j.contains("answer_prefix") && j["answer_prefix"].is_string()) text += j["answer_prefix"].get<std::string>();
     const std::vector<int> ids = tok.encode(text, true);
     s.prompt = truncate_middle(std::vector<int32_t>(ids.begin(), ids.end()), max_prompt_tokens);
+    if (static_cast<int64_t>(s.prompt.size()) < std::max<int64_t>(1, min_prompt_tokens))
+      throw std::runtime_error(where + ": the prompt has " + std::to_string(s.prompt.size()) +
+                               " tokens, fewer than the window of " + std::to_string(min_prompt_tokens) +
+                               " the methods keep");
     const std::string index = j.contains("index") ? j["index"].dump() : std::to_string(out.size());
     s.id = task + "-" + index;
     s.max_new_tokens = max_new_tokens;

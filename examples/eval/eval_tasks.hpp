@@ -55,9 +55,11 @@ std::vector<eval_sample> fidelity_samples(const tokenizer& tok, const std::strin
 // RULER's released format: one JSON object per line with `input` (the whole prompt) and
 // `outputs` (strings that must all appear); optional `index`, `answer_prefix` (appended), and
 // `length`. Prompts longer than max_prompt_tokens are cut in the middle. Throws std::runtime_error
-// naming the line for a malformed one.
+// naming the file and line for a malformed one, an empty input, or a prompt shorter than
+// min_prompt_tokens (the largest window of the methods to run: each keeps that many tokens).
 std::vector<eval_sample> jsonl_samples(const tokenizer& tok, const std::string& path, int64_t max_prompt_tokens,
-                                       int max_new_tokens, const std::string& task = "jsonl");
+                                       int max_new_tokens, const std::string& task = "jsonl",
+                                       int64_t min_prompt_tokens = 1);
 
 // L-Eval exact-match tasks: `path` is one of quality / coursera / sci_fi /
 // topic_retrieval_longchat .jsonl (one document, several questions per line); one sample per

@@ -1,12 +1,14 @@
 #pragma once
 // A small command-line parser for the kvtrim tools: `--name value`, `--name=value` and flags;
 // unknown options and missing values are errors (one line, non-zero exit), `--help` prints usage.
-#include <cstdlib>
+#include <limits>
 #include <map>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "numbers.hpp"
 
 namespace kvtools {
 
@@ -70,13 +72,20 @@ class args {
     if (!has(name)) return def;
     return parse_int(name, str(name));
   }
+  // An integer in [lo, hi] (the default is not checked): the way to read a value that is
+  // narrowed (to int, say) or that later arithmetic multiplies.
+  long long integer_in(const std::string& name, long long def, long long lo, long long hi) const {
+    if (!has(name)) return def;
+    return parse_int_in(name, str(name), lo, hi);
+  }
+  int int_in(const std::string& name, int def, int lo = std::numeric_limits<int>::min(),
+             int hi = std::numeric_limits<int>::max()) const {
+    return static_cast<int>(integer_in(name, def, lo, hi));
+  }
+  // A finite real number written whole.
   double number(const std::string& name, double def) const {
     if (!has(name)) return def;
-    const std::string v = str(name);
-    char* end = nullptr;
-    const double d = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end != '\0') throw usage_error("--" + name + ": '" + v + "' is not a number");
-    return d;
+    return parse_real(name, str(name));
   }
   // Comma-separated list.
   std::vector<std::string> list(const std::string& name, const std::string& def = "") const {
@@ -94,10 +103,20 @@ class args {
     return out;
   }
   static long long parse_int(const std::string& name, const std::string& v) {
-    char* end = nullptr;
-    const long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0') throw usage_error("--" + name + ": '" + v + "' is not an integer");
+    const auto x = parse_strict_integer(v);
+    if (!x) throw usage_error("--" + name + ": '" + v + "' is not an integer (or does not fit 64 bits)");
+    return *x;
+  }
+  static long long parse_int_in(const std::string& name, const std::string& v, long long lo, long long hi) {
+    const long long x = parse_int(name, v);
+    if (x < lo || x > hi)
+      throw usage_error("--" + name + " " + v + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
     return x;
+  }
+  static double parse_real(const std::string& name, const std::string& v) {
+    const auto d = parse_strict_number(v);
+    if (!d) throw usage_error("--" + name + ": '" + v + "' is not a finite number");
+    return *d;
   }
 
  private:

@@ -43,9 +43,9 @@ int cmd_budgets(int argc, char** argv) {
     prof = std::make_unique<kvtrim::profile>(kvtrim::load_profile(a.str("profile")));
     shape = {prof->layers, prof->q_heads, prof->kv_heads, 1, 0};
   }
-  shape.layers = static_cast<int>(a.integer("layers", shape.layers));
-  shape.q_heads = static_cast<int>(a.integer("q-heads", shape.q_heads));
-  shape.kv_heads = static_cast<int>(a.integer("kv-heads", shape.kv_heads));
+  shape.layers = a.int_in("layers", shape.layers, 1, kvtrim::max_shape_heads);
+  shape.q_heads = a.int_in("q-heads", shape.q_heads, 1, kvtrim::max_shape_heads);
+  shape.kv_heads = a.int_in("kv-heads", shape.kv_heads, 1, kvtrim::max_shape_heads);
   shape.head_dim = 1;
   if (shape.layers == 0) throw usage_error("give --profile or --layers/--q-heads/--kv-heads");
   kvtrim::method_spec cfg = parse_method_spec(a);
@@ -53,7 +53,7 @@ int cmd_budgets(int argc, char** argv) {
   if (prof) prof->check_matches(shape);
   const kvtrim::method m = kvtrim::make_method(cfg, shape);
   const kvtrim::index_t b = cfg.target.is_ratio() ? 0 : cfg.target.token_value();
-  kvtrim::index_t n = a.integer("prompt-len", 0);
+  kvtrim::index_t n = a.integer_in("prompt-len", 0, 1, k_max_tokens);
   if (n == 0) {
     if (cfg.target.is_ratio()) throw usage_error("--ratio needs --prompt-len");
     // Longer than any allocator can give one head: HeadKV's pool can reach L*H*B.

@@ -12,6 +12,7 @@
 #endif
 
 #include "args.hpp"
+#include "common/log_file.hpp"
 #include "commands.hpp"
 #include "calibrate/calibration.hpp"
 #include "engine/compression.hpp"
@@ -59,7 +60,7 @@ const char* kHelp =
 std::vector<int64_t> parse_lengths(const args& a, const std::string& name, const std::vector<int64_t>& def) {
   if (!a.has(name)) return def;
   std::vector<int64_t> out;
-  for (const auto& s : a.list(name)) out.push_back(args::parse_int(name, s));
+  for (const auto& s : a.list(name)) out.push_back(args::parse_int_in(name, s, 1, k_max_tokens));
   if (out.empty()) throw usage_error("--" + name + " needs at least one length");
   return out;
 }
@@ -110,11 +111,7 @@ int cmd_calibrate(int argc, char** argv) {
   else if (stage == "heads" || stage == "reasoning" || stage == "layers") o.stages = {stage};
   else throw usage_error("--stage '" + stage + "' is not one of heads, reasoning, layers, all");
   auto int_opt = [&](const char* name, long long def, long long lo, long long hi) {
-    const long long v = a.integer(name, def);
-    if (v < lo || v > hi)
-      throw usage_error(std::string("--") + name + " " + std::to_string(v) + " must be in [" + std::to_string(lo) +
-                        ", " + std::to_string(hi) + "]");
-    return v;
+    return a.integer_in(name, def, lo, hi);
   };
   o.depths = static_cast<int>(int_opt("depths", 10, 1, 100));
   o.reasoning_depths = static_cast<int>(int_opt("reasoning-depths", 0, 0, 100));
@@ -139,6 +136,10 @@ int cmd_calibrate(int argc, char** argv) {
     (void)t;
 #endif
   }
+
+  // Every output path before any long work: a run must not fail at its end for want of a folder.
+  kvhost::check_writable_file(out, "--out");
+  if (!o.resume_dir.empty()) kvhost::check_writable_dir(o.resume_dir, "--resume-dir", true);
 
   const loaded_host h = load_host(a.str("model"), "", a.flag("quiet"));
   const auto& c = h.mdl->config();

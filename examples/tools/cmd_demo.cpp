@@ -45,11 +45,11 @@ int cmd_demo(int argc, char** argv) {
   const bool json = a.flag("json");
   // Default depth 100%: SmolLM2-135M-Instruct finds the needle at ~7k tokens with the full cache
   // only near the end of the document (docs/RESULTS.md), and the demo must show a working baseline.
-  const long long seed = a.integer("seed", 10);
+  const long long seed = a.integer_in("seed", 10, 0, std::numeric_limits<long long>::max());
   if (seed < 0) throw usage_error("--seed must be >= 0");
   const double depth = static_cast<double>(seed % 11) / 10.0;
-  const long long context = a.integer("context", 7000);
-  const long long max_new = a.integer("max-new-tokens", 32);
+  const long long context = a.integer_in("context", 7000, 0, k_max_tokens);
+  const long long max_new = a.integer_in("max-new-tokens", 32, 0, 1 << 20);
 
   const loaded_host h = load_host(a.str("model"), a.str("profile"), json);
   if (context < 64 || context > h.mdl->config().n_ctx)

@@ -21,6 +21,7 @@
 #include "eval/eval_runner.hpp"
 #include "eval/eval_tasks.hpp"
 #include "engine/runner.hpp"
+#include "common/log_file.hpp"
 #include "host_setup.hpp"
 #include "method_args.hpp"
 
@@ -63,7 +64,7 @@ const char* kHelp =
 
 std::vector<long long> int_list(const args& a, const std::string& name, const std::string& def) {
   std::vector<long long> out;
-  for (const auto& s : a.list(name, def)) out.push_back(args::parse_int(name, s));
+  for (const auto& s : a.list(name, def)) out.push_back(args::parse_int_in(name, s, -k_max_tokens, k_max_tokens));
   return out;
 }
 
@@ -114,10 +115,10 @@ int cmd_eval(int argc, char** argv) {
       task != "ruler")
     throw usage_error("unknown task '" + task + "' (niah, fidelity, jsonl, leval, longbench, ruler)");
   const std::string out = a.required("out");
-  const long long limit = a.integer("limit", 0);
+  const long long limit = a.integer_in("limit", 0, 0, k_max_tokens);
   if (limit < 0) throw usage_error("--limit must be >= 0 (0: all samples)");
   const bool separate = a.flag("separate"), quiet = a.flag("quiet");
-  const long long seed = a.integer("seed", 0);
+  const long long seed = a.integer_in("seed", 0, 0, std::numeric_limits<long long>::max());
   if (seed < 0) throw usage_error("--seed must be >= 0");
   const std::string data_dir = a.str("data-dir", std::string(KVTRIM_SOURCE_DIR) + "/../shared/data");
 
@@ -130,7 +131,7 @@ int cmd_eval(int argc, char** argv) {
     budgets.push_back(kvtrim::budget::tokens(b));
   }
   for (const auto& r : a.list("ratios")) {
-    const double x = std::atof(r.c_str());
+    const double x = args::parse_real("ratios", r);
     if (!(x > 0 && x <= 1)) throw usage_error("--ratios: '" + r + "' outside (0, 1]");
     budget_labels.push_back("r" + r);
     budgets.push_back(kvtrim::budget::ratio(x));
@@ -163,7 +164,7 @@ int cmd_eval(int argc, char** argv) {
   }
 
   // Samples (deterministic for the options, so a resumed run sees the same ones).
-  const long long max_new_opt = a.integer("max-new-tokens", 0);
+  const long long max_new_opt = a.integer_in("max-new-tokens", 0, 0, 1 << 20);
   std::vector<kvhost::eval_sample> samples;
   nlohmann::json task_options;
   if (task == "niah") {
@@ -201,7 +202,7 @@ int cmd_eval(int argc, char** argv) {
         throw usage_error("--lengths: " + std::to_string(L) + " outside [256, " + std::to_string(ctx - 128) + "]");
       o.lengths.push_back(L);
     }
-    o.samples = static_cast<int>(a.integer("samples", 1));
+    o.samples = a.int_in("samples", 1);
     if (o.samples < 1) throw usage_error("--samples must be >= 1");
     o.seed = static_cast<uint64_t>(seed);
     const std::string essays = a.str("data", data_dir + "/pg_essays");
@@ -214,7 +215,7 @@ int cmd_eval(int argc, char** argv) {
       if (L < 16 || L > ctx) throw usage_error("--lengths: " + std::to_string(L) + " outside [16, " + std::to_string(ctx) + "]");
       o.lengths.push_back(L);
     }
-    o.passages = static_cast<int>(a.integer("passages", 3));
+    o.passages = a.int_in("passages", 3);
     o.continuation = a.integer("continuation", 64);
     if (o.passages < 1) throw usage_error("--passages must be >= 1");
     if (o.continuation < 2 || o.continuation > 1024) throw usage_error("--continuation must be in [2, 1024]");
@@ -227,13 +228,16 @@ int cmd_eval(int argc, char** argv) {
     task_options = {{"lengths", o.lengths}, {"passages", o.passages}, {"continuation", o.continuation}, {"essays", essays}};
   } else {
     const int max_new = static_cast<int>(max_new_opt > 0 ? max_new_opt : (task == "longbench" ? 512 : 32));
-    const long long max_prompt = a.integer("max-prompt-tokens", ctx - max_new);
+    const long long max_prompt = a.integer_in("max-prompt-tokens", ctx - max_new, 0, k_max_tokens);
     if (max_prompt < 64 || max_prompt + max_new > ctx)
       throw usage_error("--max-prompt-tokens + generation must fit the context of " + std::to_string(ctx) +
                         " (and the prompt >= 64)");
     if (task == "jsonl") {
       const std::string file = a.required("data");
-      samples = kvhost::jsonl_samples(*h.tok, file, max_prompt, max_new);
+      int64_t window = 1;  // every sample must be at least as long as the largest window
+      for (const auto& c : configs)
+        if (c.m) window = std::max<int64_t>(window, c.m->config().window);
+      samples = kvhost::jsonl_samples(*h.tok, file, max_prompt, max_new, "jsonl", window);
       task_options = {{"data", file}};
     } else if (task == "leval") {
       std::vector<std::string> files;
@@ -282,23 +286,20 @@ int cmd_eval(int argc, char** argv) {
   if (fs::exists(config_path)) {
     std::ifstream in(config_path);
     const nlohmann::json old = nlohmann::json::parse(in, nullptr, false);
-    if (!old.is_discarded() && old.value("task", task) != task)
-      throw usage_error(out + " holds a '" + old.value("task", "") + "' run; use another --out for '" + task + "'");
+    if (!old.is_discarded() && (!old.is_object() || !old.contains("task") || !old["task"].is_string()))
+      throw usage_error(config_path + " is not a kvtrim eval config (no string \"task\"); use another --out");
+    if (!old.is_discarded() && old["task"].get<std::string>() != task)
+      throw usage_error(out + " holds a '" + old["task"].get<std::string>() + "' run; use another --out for '" + task +
+                        "'");
   }
   kvhost::write_file_atomic(config_path, cfg_json.dump(2) + "\n");
 
   std::set<std::string> done;
   for (const auto& r : kvhost::read_records(records_path))
     done.insert(r.value("id", "") + "|" + r.value("method", "") + "|" + r.value("budget", ""));
-  bool partial_line = false;  // an interrupted append: start the next record on its own line
-  if (fs::exists(records_path) && fs::file_size(records_path) > 0) {
-    std::ifstream in(records_path, std::ios::binary);
-    in.seekg(-1, std::ios::end);
-    partial_line = in.get() != '\n';
-  }
+  kvhost::truncate_torn_tail(records_path);  // an interrupted append: its partial line goes
   std::ofstream rec(records_path, std::ios::app);
   if (!rec) throw std::runtime_error("cannot append to " + records_path);
-  if (partial_line) rec << "\n";
 
   const auto t_start = std::chrono::steady_clock::now();
   auto since = [](std::chrono::steady_clock::time_point t) {

@@ -56,7 +56,7 @@ int cmd_generate(int argc, char** argv) {
     ss << in.rdbuf();
     text = ss.str();
   }
-  const long long max_new = a.integer("max-new-tokens", 64);
+  const long long max_new = a.integer_in("max-new-tokens", 64, 0, 1 << 20);
   if (max_new < 0 || max_new > 1 << 20) throw usage_error("--max-new-tokens must be in [0, 1048576]");
   kvtrim::method_spec cfg = parse_method_spec(a);
   const loaded_host h = load_host(a.str("model"), a.str("profile"), a.flag("json"));
@@ -65,7 +65,7 @@ int cmd_generate(int argc, char** argv) {
   if (a.flag("chat")) text = h.tok->apply_chat_template({{"user", text}}, true);
   std::vector<int> ids;
   if (a.has("haystack-tokens")) {
-    const long long want = a.integer("haystack-tokens", 0);
+    const long long want = a.integer_in("haystack-tokens", 0, 1, k_max_tokens);
     if (want < 1) throw usage_error("--haystack-tokens must be >= 1");
     const std::string dir = kvhost::find_essay_dir();
     const std::string hay = dir.empty() ? kvhost::generated_haystack(static_cast<size_t>(want) * 8)

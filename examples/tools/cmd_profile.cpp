@@ -46,9 +46,9 @@ int cmd_profile(int argc, char** argv) {
   src.compresskv_layer_score = a.str("compresskv-layer-score");
   src.headkv_scores = a.str("headkv-scores");
   const std::string out = a.required("out");
-  const auto layers = static_cast<int>(args::parse_int("layers", a.required("layers")));
-  const auto q_heads = static_cast<int>(args::parse_int("q-heads", a.required("q-heads")));
-  const auto kv_heads = static_cast<int>(args::parse_int("kv-heads", a.required("kv-heads")));
+  const int layers = static_cast<int>(args::parse_int_in("layers", a.required("layers"), 1, kvtrim::max_shape_heads));
+  const int q_heads = static_cast<int>(args::parse_int_in("q-heads", a.required("q-heads"), 1, kvtrim::max_shape_heads));
+  const int kv_heads = static_cast<int>(args::parse_int_in("kv-heads", a.required("kv-heads"), 1, kvtrim::max_shape_heads));
   const kvtrim::profile p = kvtrim::import_profile(src, layers, q_heads, kv_heads, a.str("model"));
   kvtrim::save_profile(p, out);
   std::printf("wrote %s: %d layers, %d query heads, %d KV heads;%s%s%s\n", out.c_str(), layers,

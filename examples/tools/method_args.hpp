@@ -6,6 +6,8 @@
 //   --window W                   the observation window every method keeps
 //   --pooling P, --kernel K      window-score pooling of every method that has it
 //   --param M:KEY=VALUE[,...]    any method's own parameter, namespaced by the method
+#include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -70,7 +72,7 @@ inline kvtrim::method_spec method_spec_for(const args& a, const std::string& nam
   const kvtrim::method_info& info = kvtrim::find_method(name);
   kvtrim::method_spec c;
   c.name = name;
-  c.window = a.integer("window", c.window);
+  c.window = a.integer_in("window", c.window, 1, k_max_tokens);
   if (info.param("pooling") && a.has("pooling")) c.params["pooling"] = a.str("pooling");
   if (info.param("kernel") && a.has("kernel")) c.params["kernel"] = a.str("kernel");
   for (const auto& [m, kv] : entries)
@@ -85,7 +87,7 @@ inline void parse_budget(const args& a, kvtrim::method_spec& c, long long def_bu
   if (a.has("ratio"))
     c.target = kvtrim::budget::ratio(a.number("ratio", 0));
   else if (a.has("budget"))
-    c.target = kvtrim::budget::tokens(a.integer("budget", 0));
+    c.target = kvtrim::budget::tokens(a.integer_in("budget", 0, 0, k_max_tokens));
   else if (def_budget > 0)
     c.target = kvtrim::budget::tokens(def_budget);
   else if (c.name != "full")

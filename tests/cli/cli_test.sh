@@ -88,5 +88,49 @@ for c in demo generate budgets "profile import"; do
   $KVTRIM $c --help | grep -q "usage: kvtrim" && ok || bad "$c --help"
 done
 
+# --- issue 15: bad input never crashes, never loses work (fuzzing campaign regressions) ----------
+# CLI numbers: strict (whole value, no overflow, range-checked before narrowing).
+expect_error "layers narrowing" 2 "--layers 4294967326 must be in \[1, 1048576\]" budgets --method snapkv --budget 8 --layers 4294967326 --q-heads 2 --kv-heads 1
+expect_error "integer overflow" 2 "--layers: '99999999999999999999' is not an integer" budgets --method snapkv --budget 8 --layers 99999999999999999999 --q-heads 2 --kv-heads 1
+expect_error "budget overflow" 2 "--budget 9223372036854775807 must be in \[0, 2147483647\]" budgets --method snapkv --budget 9223372036854775807 --layers 2 --q-heads 2 --kv-heads 1
+expect_error "trailing garbage" 2 "--ratio: '0.5x' is not a finite number" budgets --method snapkv --ratio 0.5x --prompt-len 10 --layers 2 --q-heads 2 --kv-heads 1
+expect_error "non-finite number" 2 "--ratio: 'inf' is not a finite number" budgets --method snapkv --ratio inf --prompt-len 10 --layers 2 --q-heads 2 --kv-heads 1
+expect_error "eval --ratios garbage" 2 "--ratios: '0.5x' is not a finite number" eval jsonl --out "$TMP/ev" --ratios 0.5x --data /nonexistent
+expect_error "integer with a space" 2 "--prompt-len: ' 10' is not an integer" budgets --method snapkv --budget 8 --prompt-len " 10" --layers 2 --q-heads 2 --kv-heads 1
+# Shapes: the product of the dimensions is bounded before anything is allocated.
+expect_error "budgets: layers x heads" 1 "layers x q_heads = 100000 x 100000 exceeds 1048576" budgets --method snapkv --budget 8 --layers 100000 --q-heads 100000 --kv-heads 1
+python3 - "$TMP/huge.json" <<'PY'
+import json, sys
+json.dump({"format": "kvtrim-profile", "version": 1, "model": "m",
+           "shape": {"layers": 1 << 20, "q_heads": 1 << 20, "kv_heads": 1 << 20}}, open(sys.argv[1], "w"))
+PY
+expect_error "profile of a huge shape" 1 "huge.json: shape layers x q_heads = 1048576 x 1048576 exceeds" budgets --profile "$TMP/huge.json" --method snapkv --budget 8
+expect_error "import: huge shape first" 1 "layers x q_heads = 100000 x 100000 exceeds" profile import --compresskv-head-idx "$FIX/tiny_head_idx.json" --layers 100000 --q-heads 100000 --kv-heads 1 --out "$TMP/x.json"
+# A profile whose weights each are finite but sum to infinity: rejected at load, naming the file.
+python3 - "$TMP/inf.json" <<'PY'
+import json, sys
+json.dump({"format": "kvtrim-profile", "version": 1, "model": "m", "shape": {"layers": 2, "q_heads": 1, "kv_heads": 1},
+           "layer_error": [1.5e308, 1.5e308]}, open(sys.argv[1], "w"))
+PY
+expect_error "layer_error sums to infinity" 1 "inf.json: profile: layer_error sums to infinity" budgets --profile "$TMP/inf.json" --method compresskv --budget 8
+printf '{"avg_score": [1.5e308, 1.5e308, 1.5e308]}\n' > "$TMP/inf_layer_score.jsonl"
+expect_error "import: avg_score sums to infinity" 1 "avg_score sums to infinity" profile import --compresskv-layer-score "$TMP/inf_layer_score.jsonl" --layers 3 --q-heads 4 --kv-heads 2 --out "$TMP/x.json"
+[ ! -e "$TMP/x.json" ] && ok || bad "a failed import left a file"
+# calibrate: every output path is checked before the model loads (fails in well under a second).
+expect_error "calibrate --out in a missing folder" 1 "--out $TMP/missing/p.json: the directory $TMP/missing does not exist" calibrate --out "$TMP/missing/p.json" --model /nonexistent.gguf
+expect_error "calibrate --out a folder" 1 "--out $TMP is a directory" calibrate --out "$TMP" --model /nonexistent.gguf
+touch "$TMP/plainfile"
+expect_error "calibrate --resume-dir under a file" 1 "--resume-dir: cannot create the directory" calibrate --out "$TMP/p2.json" --resume-dir "$TMP/plainfile/r" --model /nonexistent.gguf
+# report: a record that is valid JSON but lacks fields gives the file and line, never a crash.
+mkdir -p "$TMP/rep"
+printf '{"task":"x","method":"full","budget":"full","kv_percent_of_full":100,"score":50}\n{"task":"x"}\n' > "$TMP/rep/samples.jsonl"
+expect_error "report: record without method" 1 "samples.jsonl:2: record lacks \"method\"" report "$TMP/rep"
+printf '{"task":"x","method":"full","budget":"full","kv_percent_of_full":100,"score":"high"}\n' > "$TMP/rep/samples.jsonl"
+expect_error "report: score of the wrong type" 1 "samples.jsonl:1: record lacks \"score\" \(a number\)" report "$TMP/rep"
+# A torn last line (an interrupted append) is skipped: the report still renders.
+printf '{"task":"x","method":"full","budget":"full","kv_percent_of_full":100,"score":50}\n{"task":"x","meth' > "$TMP/rep/samples.jsonl"
+"$KVTRIM" report "$TMP/rep" >/dev/null 2>"$TMP/err" && ok || bad "report with a torn last line: $(cat "$TMP/err")"
+ls "$TMP/rep" | grep -q '\.tmp' && bad "report left a temp file" || ok
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -306,4 +306,80 @@ TEST(CalibrationHelpers, Sha256OfTheModelMatchesTheShippedProfile) {
   EXPECT_THROW(kvhost::sha256_file(f.string()), std::runtime_error);
 }
 
+// ---- issue 15: resume keys, wrong-type records, torn lines ------------------------------------
+
+std::vector<std::string> lines_of(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::vector<std::string> out;
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+// A trial's haystack slice depends on its place in --lengths: reordering the list must rerun the
+// trials it moved (was: silently reused, a different profile); an unchanged list reuses them.
+TEST_F(CalibrateTest, ResumeKeysRecordTheHaystackSlice) {
+  auto o = tiny("order");
+  o.stages = {"heads"};
+  o.depths = 1;
+  o.lengths = {512, 256};
+  o.max_trials = 1;  // runs len 512 at haystack start 0
+  const auto first = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_FALSE(first.complete);
+  const auto log = lines_of(fs::path(o.resume_dir) / "heads.jsonl");
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_NE(log[0].find("len=512"), std::string::npos);
+  EXPECT_NE(log[0].find("|start=0\""), std::string::npos) << log[0];
+
+  o.lengths = {256, 512};  // len 512 moves to start 3: its old trial does not fit
+  const auto moved = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  EXPECT_FALSE(moved.complete);
+  EXPECT_EQ(moved.stages.at(0).reused, 0);
+  EXPECT_EQ(moved.stages.at(0).run, 1);
+
+  o.lengths = {512, 256};  // the first list again: its trial is reused
+  o.max_trials = 0;
+  const auto same = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  EXPECT_EQ(same.stages.at(0).reused, 1);
+
+  // A resume directory of an older kvtrim (keys without "|start=") is not reused: its trials do
+  // not say which haystack slice they ran on, so they run again rather than risk another profile.
+  const fs::path legacy = root_ / "legacy";
+  fs::create_directories(legacy);
+  fs::copy_file(fs::path(o.resume_dir) / "run.json", legacy / "run.json");
+  std::string rec = log[0];
+  rec.erase(rec.find("|start=0"), 8);
+  std::ofstream(legacy / "heads.jsonl", std::ios::binary) << rec << "\n";
+  o.resume_dir = legacy.string();
+  const auto old = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  EXPECT_EQ(old.stages.at(0).reused, 0);
+}
+
+// A resume line that is JSON but not a trial record: a clear error naming the file and line
+// (was: silently treated as torn); a torn last line is cut before the next append.
+TEST_F(CalibrateTest, WrongTypeRecordsAndTornLines) {
+  auto o = tiny("types");
+  o.stages = {"heads"};
+  o.depths = 1;
+  o.lengths = {256};
+  o.max_trials = 0;
+  fs::create_directories(o.resume_dir);
+  const fs::path log = fs::path(o.resume_dir) / "heads.jsonl";
+  std::ofstream(log, std::ios::binary) << "{\"key\": 5}\n";
+  try {
+    kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+    FAIL() << "a wrong-type record was accepted";
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("heads.jsonl:1: not a calibration trial record"), std::string::npos) << msg;
+  }
+  std::ofstream(log, std::ios::binary | std::ios::trunc) << "{\"key\": \"heads|lemon";
+  o.max_trials = 1;
+  const auto r = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  EXPECT_EQ(r.stages.at(0).run, 1);
+  const auto lines = lines_of(log);
+  ASSERT_EQ(lines.size(), 1u);  // the torn fragment is gone, the new record on its own line
+  EXPECT_NE(lines[0].find("\"key\""), std::string::npos) << lines[0];
+  EXPECT_NO_THROW(kvtrim::json::parse(lines[0], "line"));
+}
+
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -391,6 +392,95 @@ TEST(GgufDequantize, EverySupportedType) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("'q4_k' of type Q4_K"), std::string::npos) << msg;
   }
+}
+
+
+// ---- issue 15: what fuzzing found --------------------------------------------------------------
+
+// A complete 1-layer llama (every tensor F32): n_embd 8, 2 heads of 4, 1 KV head, n_ff 16, a
+// 4-token vocabulary. `skip` leaves tensors out; `n_ff` overrides the header's (the tensors stay
+// 16 wide), `vocab` the embedding's rows.
+std::string tiny_llama(const std::vector<std::string>& skip = {}, uint32_t n_ff = 16, uint64_t vocab = 4,
+                       uint32_t blocks = 1) {
+  const std::vector<kv_entry> kvs = {kv_str("general.architecture", "llama"),
+                                     kv<uint32_t>("llama.block_count", U32, blocks),
+                                     kv<uint32_t>("llama.embedding_length", U32, 8),
+                                     kv<uint32_t>("llama.feed_forward_length", U32, n_ff),
+                                     kv<uint32_t>("llama.attention.head_count", U32, 2),
+                                     kv<uint32_t>("llama.attention.head_count_kv", U32, 1),
+                                     kv<uint32_t>("llama.context_length", U32, 64)};
+  auto f32 = [](std::vector<uint64_t> dims) {
+    uint64_t n = 1;
+    for (auto d : dims) n *= d;
+    return std::string(static_cast<size_t>(n) * 4, '\0');
+  };
+  std::vector<tensor_entry> ts;
+  const std::vector<std::pair<std::string, std::vector<uint64_t>>> shapes = {
+      {"token_embd.weight", {8, vocab}},      {"output_norm.weight", {8}},
+      {"blk.0.attn_norm.weight", {8}},        {"blk.0.ffn_norm.weight", {8}},
+      {"blk.0.attn_q.weight", {8, 8}},        {"blk.0.attn_k.weight", {8, 4}},
+      {"blk.0.attn_v.weight", {8, 4}},        {"blk.0.attn_output.weight", {8, 8}},
+      {"blk.0.ffn_gate.weight", {8, 16}},     {"blk.0.ffn_up.weight", {8, 16}},
+      {"blk.0.ffn_down.weight", {16, 8}}};
+  for (const auto& [name, dims] : shapes) {
+    if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
+    ts.push_back({name, ggml_type::F32, dims, f32(dims)});
+  }
+  return build_gguf(kvs, ts);
+}
+
+// The model constructor's error for `content`, "" when it loads.
+std::string model_error(const temp_dir& dir, const std::string& content) {
+  try {
+    const gguf_file f(dir.write("m.gguf", content));
+    const kvhost::model m(f);
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+TEST(GgufFuzzRegressions, TinyModelLoads) {
+  const temp_dir dir;
+  EXPECT_EQ(model_error(dir, tiny_llama()), "");
+}
+
+// Was: an exception thrown inside Eigen's comma initialiser, which aborts in a build with
+// assertions (this test's Debug/ASan build); now a clean error in every build type.
+TEST(GgufFuzzRegressions, MissingTensorsAreCleanErrors) {
+  const temp_dir dir;
+  for (const char* t : {"blk.0.attn_v.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight"}) {
+    const std::string e = model_error(dir, tiny_llama({t}));
+    EXPECT_NE(e.find(std::string("tensor '") + t + "' not found"), std::string::npos) << t << ": " << e;
+  }
+}
+
+// Was: a 0-element tensor reached memcpy(nullptr, ..., 0); a vocabulary of 0 was accepted.
+TEST(GgufFuzzRegressions, ZeroElementTensorsAndEmptyVocabularyAreRejected) {
+  const temp_dir dir;
+  const auto zero = open_error(dir, build_gguf({}, {{"empty", ggml_type::F32, {0}, ""}}));
+  EXPECT_NE(zero.find("tensor 'empty' has a dimension of 0"), std::string::npos) << zero;
+  const auto zero2 = open_error(dir, build_gguf({}, {{"e2", ggml_type::F32, {4, 0}, ""}}));
+  EXPECT_NE(zero2.find("dimension of 0"), std::string::npos) << zero2;
+  const auto vocab = model_error(dir, tiny_llama({}, 16, 0));
+  EXPECT_NE(vocab.find("dimension of 0"), std::string::npos) << vocab;
+}
+
+// Was: signed overflow of 2 * n_ff (and q + 2 kv rows) on a crafted header.
+TEST(GgufFuzzRegressions, HugeSizesInTheHeaderAreRejectedWithoutOverflow) {
+  const temp_dir dir;
+  const auto e = model_error(dir, tiny_llama({}, 0x7fffffffu));
+  EXPECT_NE(e.find("feed_forward_length 2147483647 is too large"), std::string::npos) << e;
+}
+
+// Found by the long fuzzing run: block_count 2^31 - 1 in a 3 KB file made the constructor
+// allocate its layer table (~100 GB) before looking for the layers' tensors.
+TEST(GgufFuzzRegressions, BlockCountIsCheckedAgainstTheTensorTable) {
+  const temp_dir dir;
+  const auto e = model_error(dir, tiny_llama({}, 16, 4, 0x7fffffffu));
+  EXPECT_NE(e.find("block_count 2147483647 needs 19327352823 layer tensors; the file has 11"), std::string::npos) << e;
+  const auto two = model_error(dir, tiny_llama({}, 16, 4, 2));
+  EXPECT_NE(two.find("block_count 2 needs 18 layer tensors"), std::string::npos) << two;
 }
 
 }  // namespace

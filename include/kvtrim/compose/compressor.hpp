@@ -44,6 +44,13 @@ struct compress_options {
   index_t window = 8;                  // w: the last w prompt tokens, always kept
 };
 
+namespace detail {
+// Allocators that keep every token (keep_all) say so with `static constexpr bool keeps_all`.
+template <class A, class = void>
+struct keeps_all_tokens : std::false_type {};
+template <class A>
+struct keeps_all_tokens<A, std::void_t<decltype(A::keeps_all)>> : std::bool_constant<A::keeps_all> {};
+}  // namespace detail
 
 template <class HeadSelector, class TokenScorer, class BudgetAllocator,
           class Executor = compact_in_place>
@@ -97,13 +104,15 @@ class compressor {
     detail::require(prompt_length > 0, "empty prompt (0 tokens)");
     detail::require(shape_.context <= 0 || prompt_length <= shape_.context, "prompt of ",
                     prompt_length, " tokens exceeds the model's context of ", shape_.context);
-    detail::require(opt_.window <= prompt_length, "window ", opt_.window,
+    // An allocator that keeps every token (`full`) needs no window: a shorter prompt is its window.
+    constexpr bool keeps_all = detail::keeps_all_tokens<BudgetAllocator>::value;
+    detail::require(keeps_all || opt_.window <= prompt_length, "window ", opt_.window,
                     " is larger than the prompt (", prompt_length, " tokens)");
     plan p;
     p.prompt_length = prompt_length;
-    p.window = opt_.window;
+    p.window = std::min(opt_.window, prompt_length);
     p.budget = opt_.target.resolve(prompt_length);
-    p.alloc = alloc_.begin(shape_, p.budget, prompt_length, opt_.window);
+    p.alloc = alloc_.begin(shape_, p.budget, prompt_length, p.window);
     if constexpr (cascades) {
       p.kept_scores.resize(static_cast<size_t>(shape_.layers));
       p.lengths.resize(static_cast<size_t>(shape_.layers));

@@ -23,6 +23,7 @@ struct no_scores {
 };
 
 struct keep_all {
+  static constexpr bool keeps_all = true;  // the compressor lets a prompt shorter than the window through
   struct state {
     index_t prompt = 0;
   };

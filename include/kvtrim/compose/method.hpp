@@ -37,6 +37,9 @@ class sequence_compressor {
   virtual index_t prompt_length() const = 0;
   virtual index_t budget_tokens() const = 0;  // B resolved for this prompt
   virtual bool cascades() const = 0;          // re-trims earlier layers (needs a layer_store)
+  // The window rows of queries each layer's call passes: the method's window, or for `full`
+  // (which keeps every token) the prompt when it is shorter.
+  virtual index_t window() const = 0;
 
   virtual token_scores score(int layer, const layer_kv<float>& kv) const = 0;
   virtual token_scores score(int layer, const layer_kv<half>& kv) const = 0;
@@ -95,6 +98,7 @@ class erased_sequence final : public sequence_compressor {
   index_t prompt_length() const override { return plan_.prompt_length; }
   index_t budget_tokens() const override { return plan_.budget; }
   bool cascades() const override { return C::cascades; }
+  index_t window() const override { return plan_.window; }
   token_scores score(int l, const layer_kv<float>& kv) const override { return c_->score(plan_, l, kv); }
   token_scores score(int l, const layer_kv<half>& kv) const override { return c_->score(plan_, l, kv); }
   token_scores score(int l, const layer_kv<bfloat16>& kv) const override {

@@ -1,10 +1,12 @@
 #pragma once
 // Whole files in and out. Profiles and calibration resume files are written whole or not at all:
 // the text goes to `<path>.tmp.<pid>.<n>`, is flushed to disk (fsync) and then renamed over
-// `<path>`, so a crash or a failing write never leaves a truncated file where a good one was.
+// `<path>`, so a crash or a failing write never leaves a truncated file where a good one was;
+// temp files of crashed writers are removed by the next successful write of the same path.
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -15,6 +17,7 @@
 #include <process.h>
 #else
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
@@ -47,6 +50,30 @@ inline std::string temp_path_for(const std::string& path) {
 #endif
   return path + ".tmp." + std::to_string(pid) + "." + std::to_string(counter++);
 }
+
+#if !defined(_WIN32)
+// Temp files of `path` left by writers that crashed (`<path>.tmp.<pid>.<n>` whose process no
+// longer runs): removed after a successful write, so a crash leaves no litter for long.
+inline void remove_stale_temps(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  const std::string prefix = p.filename().string() + ".tmp.";
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string rest = name.substr(prefix.size());  // "<pid>.<n>"
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == rest.size() ||
+        rest.find_first_not_of("0123456789.") != std::string::npos || rest.find('.', dot + 1) != std::string::npos)
+      continue;
+    const long pid = std::strtol(rest.substr(0, dot).c_str(), nullptr, 10);
+    if (pid <= 0 || pid == static_cast<long>(::getpid())) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(it->path(), ec);
+  }
+}
+#endif
 
 }  // namespace detail
 
@@ -110,6 +137,7 @@ inline void write_text_file_atomic(const std::string& path, const std::string& t
     (void)::fsync(dfd);
     ::close(dfd);
   }
+  detail::remove_stale_temps(path);
 #endif
 }
 

@@ -36,6 +36,9 @@ inline long parse_id(std::string_view s, long limit) {
 inline void check_counts(int layers, int q_heads, const char* what) {
   require(layers > 0, what, ": layers = ", layers, " must be > 0");
   require(q_heads > 0, what, ": q_heads = ", q_heads, " must be > 0");
+  // The score tables are layers x q_heads: bounded before they are allocated.
+  require(shape_product_ok(layers, q_heads), what, ": layers x q_heads = ", layers, " x ", q_heads, " exceeds ",
+          max_shape_heads, " heads");
 }
 
 }  // namespace detail
@@ -51,6 +54,11 @@ inline std::vector<std::vector<double>> parse_compresskv_head_idx(std::string_vi
   const json::value v = json::parse(text, source);
   detail::require(v.is_object(), source, ": expected an object {\"<layer>\": [head ids]}, got ",
                   json::type_name(v.kind()));
+  // The file is checked against the shape before the score table is allocated: every key a
+  // layer id in range (so at most `layers` of them).
+  for (const auto& [key, list] : v.as_object())
+    detail::require(detail::parse_id(key, layers) >= 0, source, ": layer key \"", key,
+                    "\" must be a layer id in [0, ", layers, ")");
   std::vector<std::vector<double>> scores(static_cast<std::size_t>(layers),
                                           std::vector<double>(static_cast<std::size_t>(q_heads), 0.0));
   std::vector<char> seen_layer(static_cast<std::size_t>(layers), 0);
@@ -157,6 +165,7 @@ inline std::vector<double> parse_compresskv_layer_score(std::string_view text, i
     double sum = 0.0;
     for (double x : avg) sum += x;
     detail::require(sum > 0.0, source, ": avg_score is all zero");
+    detail::require(std::isfinite(sum), source, ": avg_score sums to infinity");
     if (how) *how = "avg_score";
     return avg;
   }

@@ -129,6 +129,8 @@ inline void profile::validate() const {
   detail::require(kv_heads > 0, "profile: kv_heads = ", kv_heads, " must be > 0");
   detail::require(q_heads > 0 && q_heads % kv_heads == 0, "profile: q_heads = ", q_heads,
                   " must be a positive multiple of kv_heads = ", kv_heads);
+  detail::require(detail::shape_product_ok(layers, q_heads), "profile: layers x q_heads = ", layers, " x ",
+                  q_heads, " exceeds ", max_shape_heads, " heads");
   detail::require(model_sha256.empty() || detail::is_sha256_hex(model_sha256),
                   "profile: model_sha256 = '", model_sha256, "' must be empty or 64 hex digits");
   detail::check_head_matrix(semantic_retrieval, "semantic_retrieval", layers, q_heads);
@@ -143,6 +145,8 @@ inline void profile::validate() const {
       sum += layer_error[l];
     }
     detail::require(sum > 0.0, "profile: layer_error is all zero; it must have a positive sum");
+    // Each weight finite, their sum not: every budget computed from them would be NaN.
+    detail::require(std::isfinite(sum), "profile: layer_error sums to infinity; the weights must have a finite sum");
   }
 }
 
@@ -236,6 +240,9 @@ inline profile profile_from_json(const json::value& v, const std::string& source
                                source + ": shape.q_heads", 1, 1 << 20);
   p.kv_heads = detail::json_int(detail::json_field(shape, "kv_heads", source + ": shape"),
                                 source + ": shape.kv_heads", 1, 1 << 20);
+  // The head tables are layers x q_heads: their product is bounded before any is read.
+  detail::require(detail::shape_product_ok(p.layers, p.q_heads), source, ": shape layers x q_heads = ", p.layers,
+                  " x ", p.q_heads, " exceeds ", max_shape_heads, " heads");
   if (const json::value* m = v.find("semantic_retrieval"))
     p.semantic_retrieval = detail::json_matrix(*m, source + ": semantic_retrieval");
   if (const json::value* m = v.find("retrieval_reasoning"))
@@ -263,7 +270,13 @@ inline profile load_profile(const std::string& path) {
 
 // Validates, then writes the whole file or nothing (temp file + fsync + rename).
 inline void save_profile(const profile& p, const std::string& path) {
-  write_text_file_atomic(path, json::dump(to_json(p), 2) + "\n");
+  std::string text;
+  try {
+    text = json::dump(to_json(p), 2) + "\n";
+  } catch (const error& e) {
+    detail::fail("not writing ", path, ": ", detail::strip_prefix(e.what()));
+  }
+  write_text_file_atomic(path, text);
 }
 
 }  // namespace kvtrim
