@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "kvtrim/profile/file.hpp"
+#include "kvtrim/profile/profile.hpp"
 
 namespace kvhost::calib {
 

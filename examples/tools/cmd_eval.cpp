@@ -236,7 +236,7 @@ int cmd_eval(int argc, char** argv) {
       const std::string file = a.required("data");
       int64_t window = 1;  // every sample must be at least as long as the largest window
       for (const auto& c : configs)
-        if (c.m) window = std::max<int64_t>(window, c.m->config().window);
+        if (c.m) window = std::max<int64_t>(window, c.m->spec().window);
       samples = kvhost::jsonl_samples(*h.tok, file, max_prompt, max_new, "jsonl", window);
       task_options = {{"data", file}};
     } else if (task == "leval") {

@@ -180,7 +180,7 @@ TEST(EvalJsonl, EmptyOrShortInputsNameFileAndLine) {
 TEST(FullMethod, KeepsPromptsShorterThanTheWindow) {
   const auto& m = kvtest::load_default_model();
   ASSERT_TRUE(m.mdl) << kvtest::kMissingModel;
-  kvtrim::method_config c;
+  kvtrim::method_spec c;
   c.name = "full";
   c.window = 8;
   const kvtrim::method full = kvtrim::make_method(c, kvhost::kvtrim_shape(m.mdl->config()));

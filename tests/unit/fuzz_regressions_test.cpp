@@ -36,7 +36,7 @@ TEST(FuzzRegressions, ProfileShapeProductIsBounded) {
   EXPECT_ERROR_HAS(p.validate(), "layers x q_heads = 4096 x 4096 exceeds");
   const kvtrim::model_shape s{100000, 100000, 1, 64, 0};
   EXPECT_ERROR_HAS(s.validate(), "model_shape: layers x q_heads = 100000 x 100000 exceeds");
-  kvtrim::method_config c;
+  kvtrim::method_spec c;
   c.name = "snapkv";
   EXPECT_ERROR_HAS(kvtrim::make_method(c, s), "exceeds");
 }
@@ -89,7 +89,7 @@ TEST(FuzzRegressions, StaleTempFilesAreCleanedUp) {
 }
 
 TEST(FuzzRegressions, FullKeepsPromptsShorterThanTheWindow) {
-  kvtrim::method_config c;
+  kvtrim::method_spec c;
   c.name = "full";
   c.window = 8;
   const kvtrim::model_shape shape{2, 4, 2, 4, 0};
