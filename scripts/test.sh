@@ -15,7 +15,7 @@ scripts/setup.sh build
 tests/consumer/run.sh build-consumer
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKVTRIM_SANITIZE=ON -DKVTRIM_BUILD_EXAMPLES=OFF -DKVTRIM_CUDA=OFF >/dev/null
-cmake --build build-asan -j"$JOBS" --target kvtrim_unit_tests
+cmake --build build-asan -j"$JOBS" --target kvtrim_unit_tests kvtrim_tool_tests
 ctest --test-dir build-asan --output-on-failure -j"$JOBS"
 
 # ==== issue 15 (begin): the host and the tools under ASan + UBSan, and the fuzz targets =========
