@@ -7,15 +7,8 @@
 
 #include "kvtrim/core/element.hpp"
 #include "kvtrim/core/error.hpp"
+#include "kvtrim/core/host_device.hpp"  // accessors usable in CUDA kernels too
 
-// Accessors usable in CUDA kernels too (device code reads the same views over device memory).
-#if !defined(KVTRIM_HD)
-#if defined(__CUDACC__)
-#define KVTRIM_HD __host__ __device__
-#else
-#define KVTRIM_HD
-#endif
-#endif
 
 namespace kvtrim {
 

@@ -8,13 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if !defined(KVTRIM_HD)
-#if defined(__CUDACC__)
-#define KVTRIM_HD __host__ __device__
-#else
-#define KVTRIM_HD
-#endif
-#endif
+#include "kvtrim/core/host_device.hpp"
 
 namespace kvtrim {
 namespace cuda {
