@@ -3,6 +3,7 @@
 # CUDA tests under compute-sanitizer memcheck and then plain, run the benchmarks (kvtrim's, the
 # kvpress peer's and PyTorch SDPA decode) and print one table (scripts/gpu_table.py).
 #   scripts/gpu_check.sh [all|build|test|bench]        logs and JSON lines go to $OUT (or build-gpu/out)
+#   GPU_TARGETS=kvtrim_cuda_bench scripts/gpu_check.sh build   builds only the named targets
 # Without a system Eigen / GoogleTest it uses third_party/eigen3 and third_party/googletest when
 # present; the kvpress peer runs when kvpress imports (its README: wheels on PYTHONPATH) and
 # KVPRESS_BENCH (default ../shared/peers/kvpress_layer_bench.py or third_party/peers/) exists.
@@ -28,7 +29,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = build ]; then
   step "configure + build (nvcc $(nvcc --version | tail -1))"
   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DKVTRIM_BUILD_EXAMPLES=OFF \
     -DKVTRIM_BUILD_TESTS=OFF -DKVTRIM_CUDA=ON "${EXTRA[@]}" > "$LOG/configure.log" 2>&1 || { tail -30 "$LOG/configure.log"; exit 1; }
-  for t in kvtrim_cuda_tests kvtrim_cuda_bench; do
+  for t in ${GPU_TARGETS:-kvtrim_cuda_tests kvtrim_cuda_bench}; do
     cmake --build build-gpu -j"$JOBS" --target $t >> "$LOG/build.log" 2>&1 || { status=1; grep -E "error" "$LOG/build.log" | head -20; }
   done
 fi

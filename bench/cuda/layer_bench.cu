@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,8 +29,24 @@ namespace kc = kvtrim::cuda;
 
 namespace {
 
+// KVTRIM_BENCH_ONLY="shape:n[,shape:n...]" and KVTRIM_BENCH_METHODS="snapkv,..." restrict the run
+// (for profiling one case under ncu); KVTRIM_BENCH_REPS / _WARM set repetitions and warm-ups
+// (default 10 / 3).
+bool selected(const char* var, const std::string& item) {
+  const char* v = std::getenv(var);
+  if (!v || !*v) return true;
+  const std::string all = std::string(",") + v + ",";
+  return all.find("," + item + ",") != std::string::npos;
+}
+int int_from_env(const char* var, int fallback, int least) {
+  const char* v = std::getenv(var);
+  return v && *v ? std::max(least, std::atoi(v)) : fallback;
+}
+
 template <class F>
-float time_ms(F&& f, int reps = 10, int warm = 3) {
+float time_ms(F&& f, cudaStream_t stream = 0) {
+  static const int reps = int_from_env("KVTRIM_BENCH_REPS", 10, 1);
+  static const int warm = int_from_env("KVTRIM_BENCH_WARM", 3, 0);
   for (int i = 0; i < warm; ++i) f();
   CK(cudaDeviceSynchronize());
   std::vector<float> ts;
@@ -36,14 +54,16 @@ float time_ms(F&& f, int reps = 10, int warm = 3) {
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
   for (int i = 0; i < reps; ++i) {
-    CK(cudaEventRecord(a));
+    CK(cudaEventRecord(a, stream));
     f();
-    CK(cudaEventRecord(b));
+    CK(cudaEventRecord(b, stream));
     CK(cudaEventSynchronize(b));
     float ms = 0;
     CK(cudaEventElapsedTime(&ms, a, b));
     ts.push_back(ms);
   }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
   std::sort(ts.begin(), ts.end());
   return ts[ts.size() / 2];
 }
@@ -81,6 +101,7 @@ void out(const std::string& s) { std::printf("%s\n", s.c_str()), std::fflush(std
 template <class Sel, class Scorer, class Alloc>
 void bench_method(const char* method, const shape_case& sc, index_t n, index_t B, Sel sel,
                   Scorer scr, Alloc al, const kvtrim::layer_kv<bfloat16>& kv) {
+  if (!selected("KVTRIM_BENCH_METHODS", method)) return;
   const kvtrim::model_shape shape{32, sc.q, sc.kv, sc.d, 0};
   kc::compressor<Sel, Scorer, Alloc> c(shape, {kvtrim::budget::tokens(B), 8}, sel, scr, al);
   auto p = c.begin(n);
@@ -99,14 +120,32 @@ void bench_method(const char* method, const shape_case& sc, index_t n, index_t B
     c.compress_layer(p, layer, kv, lens, ws, bytes, 0);
   };
   const float ms = time_ms(run);
+  // The same step captured once into a CUDA graph and replayed (what an engine that captures its
+  // prefill gets: every parameter is passed by value, the workspace is fixed). CAKE's step syncs
+  // the stream for its cascade and cannot be captured.
+  float graph_ms = -1.0f;
+  if (!cascade) {
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+    c.compress_layer(p, layer, kv, lens, ws, bytes, st);
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    graph_ms = time_ms([&] { CK(cudaGraphLaunch(ge, st)); }, st);
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    CK(cudaStreamDestroy(st));
+  }
   const double kbytes = double(sc.kv) * n * sc.d * 2;
   const double gather = 2.0 * 2.0 * double(sc.kv) * std::min(B, n) * sc.d * 2;  // K,V read+write
   const double floor_ms = (kbytes + gather) / (copy_tbps * 1e9);
   char buf[640];
   std::snprintf(buf, sizeof buf,
                 "{\"what\":\"kvtrim_cuda_compress_layer\",\"shape\":\"%s\",\"n\":%lld,\"budget\":%lld,"
-                "\"method\":\"%s\",\"ms\":%.4f,\"floor_ms\":%.4f,\"x_floor\":%.2f,\"host_sync\":%s}",
-                sc.name, (long long)n, (long long)B, method, ms, floor_ms, ms / floor_ms,
+                "\"method\":\"%s\",\"ms\":%.4f,\"graph_ms\":%.4f,\"floor_ms\":%.4f,\"x_floor\":%.2f,\"host_sync\":%s}",
+                sc.name, (long long)n, (long long)B, method, ms, graph_ms, floor_ms, ms / floor_ms,
                 cascade ? "true" : "false");
   out(buf);
   CK(cudaFree(ws));
@@ -145,6 +184,7 @@ int main() {
   for (const auto& sc : shapes) {
     const int G = sc.q / sc.kv;
     for (index_t n : sc.lens) {
+      if (!selected("KVTRIM_BENCH_ONLY", std::string(sc.name) + ":" + std::to_string(n))) continue;
       const index_t w = 8;
       const size_t kvn = size_t(sc.kv) * n * sc.d;
       bfloat16 *K, *V, *Q;

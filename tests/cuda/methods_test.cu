@@ -76,6 +76,7 @@ TEST(CudaScores, WindowScoresMatchHostWithinF32Rounding) {
       scores_case<kvtrim::bfloat16>(max7, 2, G, 128, n, 8, layout::head_major, {});
       scores_case<float>(avg5, 3, G, 64, n, 8, layout::token_major, {});
       scores_case<kvtrim::half>(none1, 1, G, 72, n, std::min<index_t>(n, 5), layout::padded, {});
+      scores_case<kvtrim::half>(avg5, 2, G, 64, n, 8, layout::head_major, {});  // f16 tensor cores
       scores_case<kvtrim::bfloat16>(shared, 2, G, 64, n, 8, layout::token_major, {0, G + G / 2});
       scores_case<float>(cake, 2, G, 64, n, 8, layout::head_major, {});
     }

@@ -62,7 +62,8 @@ static __global__ void adaptive_apportion(const select_state* st, const int* abo
 inline std::size_t head_adaptive_workspace_bytes(int kv_heads) {
   detail::arena a;
   a.take<detail::select_state>(1);
-  a.take<unsigned>(256);
+  a.take<unsigned>(detail::radix_bins);
+  a.take<unsigned>(1);
   a.take<int>(2 * static_cast<size_t>(kv_heads));
   return a.bytes();
 }
@@ -87,13 +88,14 @@ inline void head_adaptive_budgets(const device_scores& s, const head_ints& inner
   }
   detail::arena a(workspace);
   auto* st = a.take<detail::select_state>(1);
-  auto* hist = a.take<unsigned>(256);
+  auto* hist = a.take<unsigned>(detail::radix_bins);
+  auto* ticket = a.take<unsigned>(1);
   int* counters = a.take<int>(2 * static_cast<size_t>(H));
   detail::check_workspace(a, workspace, workspace_bytes, "cuda::head_adaptive_budgets");
   detail::select_init_fixed<<<1, 256, 0, stream>>>(static_cast<int>(slots), H * c, st, hist,
-                                                   counters, 2 * H);
+                                                   ticket, counters, 2 * H);
   detail::check_launch("select_init_fixed");
-  detail::radix_passes(s.values, 0, H * c, 1, st, hist, stream);
+  detail::radix_passes(s.values, 0, H * c, 1, st, hist, ticket, stream);
   detail::adaptive_count<<<dim3(detail::blocks_for(c, detail::select_chunk), H), 256, 0, stream>>>(
       s.values, c, st, counters, counters + H);
   detail::adaptive_apportion<<<1, 32, 0, stream>>>(st, counters, counters + H, H, slots, c, w,

@@ -4,12 +4,12 @@
 // ascending, b_h = clamp(budget_h, w, n). Output: keep[h * keep_stride + i] (int32 token indices)
 // and lengths[h] = b_h, both on the device.
 //
-// How: a segmented radix select (four 8-bit passes over order_key(score), per row a global
-// histogram filled by many blocks and a one-block pick of the digit) finds each row's k-th
-// largest key t and how many of the keys equal to t are still needed; then per chunk of 4096
-// candidates the count of keys > t and == t, and a block scan writes the kept indices in
-// ascending order (the first `ties` keys equal to t, by index, are kept). No sort, no
-// host round trip; about 11 launches per layer. Scores must hold no NaN (the host path rejects
+// How: a segmented radix select (three passes of 11 / 11 / 10 bits over order_key(score), per
+// row a global histogram filled by many blocks, the digit picked by the row's last block) finds
+// each row's k-th largest key t and how many of the keys equal to t are still needed; then per
+// chunk of 4096 candidates the count of keys > t and == t, and a block scan writes the kept
+// indices in ascending order (the first `ties` keys equal to t, by index, are kept). No sort, no
+// host round trip; 6 launches per layer (init, 3 passes, count, write). Scores must hold no NaN (the host path rejects
 // them; this path does not look).
 #include <cub/block/block_scan.cuh>
 
@@ -30,6 +30,12 @@ struct select_state {
   int trivial;  // 0: radix select, 1: keep no candidate, 2: keep every candidate
 };
 
+// Three radix passes over the 32-bit keys: 11, 11 and 10 bits (2048-bin histograms).
+constexpr int radix_bins = 2048;
+constexpr int radix_passes_n = 3;
+__host__ __device__ constexpr int radix_shift(int pass) { return pass == 0 ? 21 : (pass == 1 ? 10 : 0); }
+__host__ __device__ constexpr int radix_bits(int pass) { return pass == 2 ? 10 : 11; }
+
 __device__ inline void init_state(select_state& s, int k, int len) {
   s.prefix = 0;
   s.k = k;
@@ -38,8 +44,14 @@ __device__ inline void init_state(select_state& s, int k, int len) {
   s.trivial = k <= 0 ? 1 : (k >= len ? 2 : 0);
 }
 
+// Zeroes a row's histogram and ticket (each pass's last block leaves them zero again).
+__device__ inline void clear_row(unsigned* hist, unsigned* ticket, int v) {
+  for (int i = threadIdx.x; i < radix_bins; i += blockDim.x) hist[v * radix_bins + i] = 0;
+  if (threadIdx.x == 0) ticket[v] = 0;
+}
+
 static __global__ void select_init_budgets(const int* budgets, index_t n, index_t w, index_t len,
-                                    select_state* st, unsigned* hist, int* lengths) {
+                                    select_state* st, unsigned* hist, unsigned* ticket, int* lengths) {
   const int v = blockIdx.x;
   if (threadIdx.x == 0) {
     const index_t b = budgets[v];
@@ -47,55 +59,89 @@ static __global__ void select_init_budgets(const int* budgets, index_t n, index_
     lengths[v] = static_cast<int>(bb);
     init_state(st[v], static_cast<int>(bb - w), static_cast<int>(len));
   }
-  hist[v * 256 + threadIdx.x] = 0;
+  clear_row(hist, ticket, v);
 }
 
 static __global__ void select_init_fixed(int k, index_t len, select_state* st, unsigned* hist,
-                                  int* counters, int ncounters) {
+                                  unsigned* ticket, int* counters, int ncounters) {
   if (threadIdx.x == 0) init_state(st[0], k, static_cast<int>(len));
-  hist[threadIdx.x] = 0;
+  clear_row(hist, ticket, 0);
   for (int i = threadIdx.x; i < ncounters; i += blockDim.x) counters[i] = 0;
 }
 
-static __global__ void __launch_bounds__(256) select_hist(const float* values, index_t row_stride,
-                                                   const select_state* st, unsigned* hist, int shift) {
+// One radix pass: every block histograms its chunk of the row's keys that still match the
+// prefix (warp-aggregated shared atomics: the keys of a row share their top bits, so plain
+// atomics would serialise on one bin), adds it to the row's global histogram, and the LAST
+// block of the row (ticket) picks the digit holding the k_rem-th largest key, then clears the
+// histogram and the ticket for the next pass. One launch per pass, no separate pick kernel.
+static __global__ void __launch_bounds__(256) select_pass(const float* values, index_t row_stride,
+                                                   select_state* st, unsigned* hist,
+                                                   unsigned* ticket, int pass) {
   const int v = blockIdx.y;
   const select_state s = st[v];
   if (s.trivial) return;
-  __shared__ unsigned h[256];
-  h[threadIdx.x] = 0;
+  const int shift = radix_shift(pass), bits = radix_bits(pass), high = shift + bits;
+  const unsigned mask = (1u << bits) - 1u;
+  __shared__ unsigned h[radix_bins];
+  __shared__ bool last;
+  for (int i = threadIdx.x; i < radix_bins; i += blockDim.x) h[i] = 0;
   __syncthreads();
   const float* row = values + v * row_stride;
   const index_t a = static_cast<index_t>(blockIdx.x) * select_chunk;
   const index_t b = a + select_chunk < s.len ? a + select_chunk : s.len;
-  for (index_t i = a + threadIdx.x; i < b; i += blockDim.x) {
-    const std::uint32_t key = order_key(row[i]);
-    if (shift == 24 || (key >> (shift + 8)) == (s.prefix >> (shift + 8)))
-      atomicAdd(&h[(key >> shift) & 255u], 1u);
+  const unsigned lane = threadIdx.x % 32;
+  for (index_t i0 = a; i0 < b; i0 += blockDim.x) {  // the same trip count in every lane
+    const index_t i = i0 + threadIdx.x;
+    unsigned digit = 0xffffffffu;
+    if (i < b) {
+      const std::uint32_t key = order_key(row[i]);
+      if (high == 32 || (key >> high) == (s.prefix >> high)) digit = (key >> shift) & mask;
+    }
+    const unsigned peers = __match_any_sync(0xffffffffu, digit);
+    if (digit != 0xffffffffu && lane == static_cast<unsigned>(__ffs(peers) - 1))
+      atomicAdd(&h[digit], static_cast<unsigned>(__popc(peers)));
   }
   __syncthreads();
-  if (h[threadIdx.x]) atomicAdd(&hist[v * 256 + threadIdx.x], h[threadIdx.x]);
-}
-
-static __global__ void select_pick(select_state* st, unsigned* hist, int shift) {
-  const int v = blockIdx.x;
-  if (st[v].trivial) return;
-  if (threadIdx.x == 0) {
-    select_state s = st[v];
-    unsigned cum = 0;
-    for (int dgt = 255; dgt >= 0; --dgt) {
-      const unsigned cnt = hist[v * 256 + dgt];
-      if (cum + cnt >= static_cast<unsigned>(s.k_rem)) {
-        s.prefix |= static_cast<std::uint32_t>(dgt) << shift;
-        s.k_rem -= static_cast<int>(cum);
+  for (int i = threadIdx.x; i <= static_cast<int>(mask); i += blockDim.x)
+    if (h[i]) atomicAdd(&hist[v * radix_bins + i], h[i]);
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&ticket[v], 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  // The pick, by all 256 threads: thread t owns bins [top - 8(t+1), top - 8t) (descending).
+  constexpr int per = radix_bins / 256;
+  const int nb = static_cast<int>(mask) + 1, per_t = nb / 256;
+  unsigned cnt[per];
+  unsigned mine = 0;
+#pragma unroll
+  for (int j = 0; j < per; ++j) {
+    const int bin = nb - 1 - (static_cast<int>(threadIdx.x) * per_t + j);
+    cnt[j] = j < per_t ? __ldcg(&hist[v * radix_bins + bin]) : 0u;
+    mine += cnt[j];
+  }
+  using scan = cub::BlockScan<unsigned, 256>;
+  __shared__ typename scan::TempStorage tmp;
+  unsigned before;
+  scan(tmp).ExclusiveSum(mine, before);
+  const unsigned want = static_cast<unsigned>(s.k_rem);
+  if (before < want && want <= before + mine) {  // exactly one thread
+    unsigned cum = before;
+    for (int j = 0; j < per_t; ++j) {
+      if (cum + cnt[j] >= want) {
+        const int bin = nb - 1 - (static_cast<int>(threadIdx.x) * per_t + j);
+        select_state o = s;
+        o.prefix |= static_cast<std::uint32_t>(bin) << shift;
+        o.k_rem -= static_cast<int>(cum);
+        st[v] = o;
         break;
       }
-      cum += cnt;
+      cum += cnt[j];
     }
-    st[v] = s;
   }
   __syncthreads();
-  hist[v * 256 + threadIdx.x] = 0;
+  clear_row(hist, ticket, v);
 }
 
 static __global__ void __launch_bounds__(256) select_count(const float* values, index_t row_stride,
@@ -195,22 +241,21 @@ static __global__ void __launch_bounds__(256) select_write(const float* values, 
   }
 }
 
-// The radix passes for `rows` rows (state already initialised).
+// The radix passes for `rows` rows (state, histograms and tickets already initialised).
 inline void radix_passes(const float* values, index_t row_stride, index_t len, int rows,
-                         select_state* st, unsigned* hist, cudaStream_t stream) {
+                         select_state* st, unsigned* hist, unsigned* ticket, cudaStream_t stream) {
   const unsigned chunks = blocks_for(len, select_chunk);
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    select_hist<<<dim3(chunks, rows), 256, 0, stream>>>(values, row_stride, st, hist, shift);
-    select_pick<<<rows, 256, 0, stream>>>(st, hist, shift);
-  }
+  for (int pass = 0; pass < radix_passes_n; ++pass)
+    select_pass<<<dim3(chunks, rows), 256, 0, stream>>>(values, row_stride, st, hist, ticket, pass);
   check_launch("select radix passes");
 }
 
 inline arena select_layout(void* base, int heads, index_t c, select_state** st, unsigned** hist,
-                           int2** counts) {
+                           unsigned** ticket, int2** counts) {
   arena a(base);
   *st = a.take<select_state>(static_cast<size_t>(heads));
-  *hist = a.take<unsigned>(static_cast<size_t>(heads) * 256);
+  *hist = a.take<unsigned>(static_cast<size_t>(heads) * radix_bins);
+  *ticket = a.take<unsigned>(static_cast<size_t>(heads));
   *counts = a.take<int2>(static_cast<size_t>(heads) * (blocks_for(c, select_chunk) + 1));
   return a;
 }
@@ -219,9 +264,9 @@ inline arena select_layout(void* base, int heads, index_t c, select_state** st, 
 
 inline std::size_t select_top_workspace_bytes(int kv_heads, index_t n, index_t w) {
   detail::select_state* st;
-  unsigned* h;
+  unsigned *h, *t;
   int2* c;
-  return detail::select_layout(nullptr, kv_heads, n - w, &st, &h, &c).bytes();
+  return detail::select_layout(nullptr, kv_heads, n - w, &st, &h, &t, &c).bytes();
 }
 
 // budgets: device, one per KV head (window included, clipped here to [w, n]). keep: device,
@@ -234,14 +279,14 @@ inline void select_top(const device_scores& s, const int* budgets, int* keep, in
   kvtrim::detail::require(H >= 1 && w >= 1 && keep_stride >= n, "cuda::select_top: ", H,
                           " heads, window ", w, ", keep stride ", keep_stride, " (need >= ", n, ")");
   detail::select_state* st;
-  unsigned* hist;
+  unsigned *hist, *ticket;
   int2* counts;
-  const detail::arena need = detail::select_layout(workspace, H, c, &st, &hist, &counts);
+  const detail::arena need = detail::select_layout(workspace, H, c, &st, &hist, &ticket, &counts);
   detail::check_workspace(need, workspace, workspace_bytes, "cuda::select_top");
   const index_t row_stride = s.shared ? 0 : c;
-  detail::select_init_budgets<<<H, 256, 0, stream>>>(budgets, n, w, c, st, hist, lengths);
+  detail::select_init_budgets<<<H, 256, 0, stream>>>(budgets, n, w, c, st, hist, ticket, lengths);
   detail::check_launch("select_init_budgets");
-  if (c > 0) detail::radix_passes(s.values, row_stride, c, H, st, hist, stream);
+  if (c > 0) detail::radix_passes(s.values, row_stride, c, H, st, hist, ticket, stream);
   const unsigned chunks = std::max(1u, detail::blocks_for(c, detail::select_chunk));
   detail::select_count<<<dim3(chunks, H), 256, 0, stream>>>(s.values, row_stride, st, counts,
                                                             static_cast<int>(chunks));

@@ -3,9 +3,10 @@
 // and CAKE's mean + gamma * variance with its layer statistics): the same quantities as
 // score/window_softmax.hpp + pooling.hpp + aggregation.hpp, from device views, in three kernels:
 //   1. logits: per (KV head, tile of 128 keys) the logits of every window query of the KV head's
-//      contributing query heads, from ONE read of the K tile (a small GEMM in f32 on the CUDA
-//      cores, 4x4 outputs per thread); causal inside the window; writes the candidates' logits
-//      (keys before the window) and each row's (tile max, tile sum of exp);
+//      contributing query heads, from ONE read of the K tile (a small GEMM: on the tensor cores,
+//      mma.m16n8k16 with f32 accumulation, for bf16 / f16 rows of d % 16 == 0; else in f32 on the
+//      CUDA cores, 4x4 outputs per thread); causal inside the window; writes the candidates'
+//      logits (keys before the window) and each row's (tile max, tile sum of exp);
 //   2. normalise: per window row, the softmax max and 1 / sum over all n keys (f64 sum);
 //   3. scores: per (score row, tile of 256 candidates) each contributing head's sum over the
 //      window of the probabilities (CAKE: mean + gamma * unbiased variance, and the entropy /
@@ -14,6 +15,7 @@
 // Scores agree with the host's within f32 rounding (different summation order and expf).
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kvtrim/core/layer_kv.hpp"
@@ -192,6 +194,190 @@ static __global__ void __launch_bounds__(256) window_logits_kernel(view3<const T
   }
 }
 
+// ---- the logits on the tensor cores (bf16 / f16 K and Q, d a multiple of 16, rows aligned) -----
+// The same tile and outputs as window_logits_kernel, but the products run as mma.m16n8k16 with
+// f32 accumulation: the stored (unscaled) queries and keys are the A and B operands exactly as
+// stored, so only the summation order and the place of the 1/sqrt(d) scale differ from the f32
+// path (within f32 rounding). Per block: 128 keys of one KV head staged raw in shared memory
+// (rows padded by 8 elements, so the fragment loads hit 32 different banks), 8 warps of 16 keys
+// each, the window rows 32 at a time (two m16 tiles).
+constexpr int mma_rows = 32;
+
+template <class T>
+struct mma_m16n8k16;
+template <>
+struct mma_m16n8k16<bfloat16> {
+  static __device__ __forceinline__ void run(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap();
+#endif
+  }
+};
+template <>
+struct mma_m16n8k16<half> {
+  static __device__ __forceinline__ void run(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap();
+#endif
+  }
+};
+
+__host__ __device__ inline int mma_ld(index_t d) { return static_cast<int>(d) + 8; }
+inline std::size_t mma_smem_bytes(index_t d) {
+  return sizeof(unsigned short) * static_cast<std::size_t>(logit_keys + mma_rows) * mma_ld(d);
+}
+
+template <class T>
+static __global__ void __launch_bounds__(256) window_logits_mma_kernel(view3<const T> K, view3<const T> Q,
+                                                                head_table tab, index_t n, index_t w,
+                                                                float scale, float* logits,
+                                                                float2* tile_stats) {
+  extern __shared__ uint4 smem_mma[];
+  __shared__ float red[8][mma_rows];
+  __shared__ float rowmax[mma_rows];
+  const int g = blockIdx.y;
+  const int h0 = tab.first_of_kv[g], nh = tab.first_of_kv[g + 1] - h0;
+  if (nh == 0) return;
+  const int d = static_cast<int>(K.dim()), ld = mma_ld(d);
+  unsigned short* ks = reinterpret_cast<unsigned short*>(smem_mma);  // [logit_keys][ld]
+  unsigned short* qs = ks + logit_keys * ld;                         // [mma_rows][ld]
+  const index_t c = n - w, t0 = static_cast<index_t>(blockIdx.x) * logit_keys, nb = gridDim.x;
+  {  // the K tile, raw: 8 independent 16-byte loads per thread before the stores
+    const int cpr = d / 8, total = logit_keys * cpr;
+    for (int base = threadIdx.x; base < total; base += 256 * 8) {
+      uint4 v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int idx = base + u * 256, key = idx / cpr;
+        v[u] = make_uint4(0u, 0u, 0u, 0u);
+        if (idx < total && t0 + key < n)
+          v[u] = reinterpret_cast<const uint4*>(K.row(g, t0 + key))[idx - key * cpr];
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int idx = base + u * 256, key = idx / cpr;
+        if (idx < total) *reinterpret_cast<uint4*>(ks + key * ld + (idx - key * cpr) * 8) = v[u];
+      }
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane >> 2, tq = lane & 3;
+  const int rows = nh * static_cast<int>(w);
+  for (int rc0 = 0; rc0 < rows; rc0 += mma_rows) {
+    __syncthreads();  // the K tile is in; the previous rows' qs / red / rowmax are consumed
+    for (int idx = threadIdx.x; idx < mma_rows * (d / 2); idx += blockDim.x) {
+      const int r = idx / (d / 2), e = (idx - r * (d / 2)) * 2, rr = rc0 + r;
+      unsigned word = 0;
+      if (rr < rows) {
+        const int qh = tab.local[h0 + rr / static_cast<int>(w)];
+        const index_t t = rr % w;
+        word = static_cast<unsigned>(Q(qh, t, e).bits) | (static_cast<unsigned>(Q(qh, t, e + 1).bits) << 16);
+      }
+      *reinterpret_cast<unsigned*>(qs + r * ld + e) = word;
+    }
+    __syncthreads();
+    float acc[2][2][4] = {};  // [m tile][n tile][fragment]
+    for (int k0 = 0; k0 < d; k0 += 16) {
+      unsigned a[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const unsigned short* qa = qs + (mt * 16 + gq) * ld + k0 + 2 * tq;
+        a[mt][0] = *reinterpret_cast<const unsigned*>(qa);
+        a[mt][1] = *reinterpret_cast<const unsigned*>(qa + 8 * ld);
+        a[mt][2] = *reinterpret_cast<const unsigned*>(qa + 8);
+        a[mt][3] = *reinterpret_cast<const unsigned*>(qa + 8 * ld + 8);
+      }
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const unsigned short* kb = ks + (warp * 16 + nt * 8 + gq) * ld + k0 + 2 * tq;
+        const unsigned b0 = *reinterpret_cast<const unsigned*>(kb);
+        const unsigned b1 = *reinterpret_cast<const unsigned*>(kb + 8);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) mma_m16n8k16<T>::run(acc[mt][nt], a[mt], b0, b1);
+      }
+    }
+    // acc[mt][nt][2 hh + cc]: row rc0 + 16 mt + gq + 8 hh, key t0 + 16 warp + 8 nt + 2 tq + cc
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int lr = mt * 16 + gq + 8 * hh, rr = rc0 + lr;
+        const index_t i = rr % w, grow = static_cast<index_t>(h0) * w + rr;
+        float m = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int cc = 0; cc < 2; ++cc) {
+            const index_t j = t0 + warp * 16 + nt * 8 + 2 * tq + cc;
+            const float x = acc[mt][nt][2 * hh + cc] * scale;
+            acc[mt][nt][2 * hh + cc] = x;
+            if (rr < rows && j < n && j <= c + i) m = fmaxf(m, x);
+            if (rr < rows && j < c) logits[grow * c + j] = x;
+          }
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+        if (tq == 0) red[warp][lr] = m;
+      }
+    __syncthreads();
+    if (threadIdx.x < mma_rows) {
+      float M = -INFINITY;
+      for (int q = 0; q < 8; ++q) M = fmaxf(M, red[q][threadIdx.x]);
+      rowmax[threadIdx.x] = M;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int lr = mt * 16 + gq + 8 * hh, rr = rc0 + lr;
+        const index_t i = rr % w;
+        const float M = rowmax[lr];
+        float sum = 0.0f;
+        if (M != -INFINITY)
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int cc = 0; cc < 2; ++cc) {
+              const index_t j = t0 + warp * 16 + nt * 8 + 2 * tq + cc;
+              if (rr < rows && j < n && j <= c + i) sum += expf(acc[mt][nt][2 * hh + cc] - M);
+            }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        if (tq == 0) red[warp][lr] = sum;
+      }
+    __syncthreads();
+    if (threadIdx.x < mma_rows && rc0 + static_cast<int>(threadIdx.x) < rows) {
+      float S = 0.0f;
+      for (int q = 0; q < 8; ++q) S += red[q][threadIdx.x];
+      tile_stats[(static_cast<index_t>(h0) * w + rc0 + threadIdx.x) * nb + blockIdx.x] =
+          make_float2(rowmax[threadIdx.x], S);
+    }
+  }
+}
+
+// Whether the tensor-core logits apply: bf16 / f16 elements, d a multiple of 16 (at most 256),
+// key rows contiguous and 16-byte aligned.
+template <class T>
+bool mma_logits_ok(const view3<const T>& K) {
+  if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, half>) {
+    const index_t d = K.dim();
+    return d % 16 == 0 && d <= 256 && K.stride_dim() == 1 &&
+           reinterpret_cast<std::uintptr_t>(K.data()) % 16 == 0 && K.stride_token() % 8 == 0 &&
+           K.stride_head() % 8 == 0;
+  } else {
+    return false;
+  }
+}
+
 static __global__ void window_normalise_kernel(const float2* tile_stats, index_t nb, float2* norm) {
   const index_t row = blockIdx.x;
   const float2* st = tile_stats + row * nb;
@@ -236,23 +422,43 @@ static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
       float v = 0.0f;
       if (jj >= 0 && jj < c) {
         const bool centre = u >= p && u < p + score_tile;
+        // The window's probabilities of candidate jj, loaded 8 rows at a time so that 8 loads
+        // are in flight per thread (w is a run-time value); summed in t order, as on the host.
         float s = 0.0f;
         double e_part = 0.0;
-        for (index_t t = 0; t < w; ++t) {
-          const index_t row = static_cast<index_t>(hi) * w + t;
-          const float2 nz = norm[row];
-          const float a = expf(logits[row * c + jj] - nz.x) * nz.y;
-          s += a;
-          if (prm.stats && centre) e_part -= static_cast<double>(a) * log(static_cast<double>(a) + 1e-10);
-        }
         float var = 0.0f;
-        if ((prm.cake || prm.stats) && w >= 2) {
+        const bool need_var = (prm.cake || prm.stats) && w >= 2;
+        float pv[8];
+        for (index_t t0 = 0; t0 < w; t0 += 8) {
+#pragma unroll
+          for (int q = 0; q < 8; ++q) {
+            const index_t row = static_cast<index_t>(hi) * w + t0 + q;
+            pv[q] = t0 + q < w ? logits[row * c + jj] : 0.0f;
+          }
+#pragma unroll
+          for (int q = 0; q < 8; ++q) {
+            if (t0 + q >= w) break;
+            const float2 nz = norm[static_cast<index_t>(hi) * w + t0 + q];
+            const float a = expf(pv[q] - nz.x) * nz.y;
+            s += a;
+            if (prm.stats && centre) e_part -= static_cast<double>(a) * log(static_cast<double>(a) + 1e-10);
+          }
+        }
+        if (need_var) {
           const float mean = s / static_cast<float>(w);
-          for (index_t t = 0; t < w; ++t) {
-            const index_t row = static_cast<index_t>(hi) * w + t;
-            const float2 nz = norm[row];
-            const float e = expf(logits[row * c + jj] - nz.x) * nz.y - mean;
-            var += e * e;
+          for (index_t t0 = 0; t0 < w; t0 += 8) {
+#pragma unroll
+            for (int q = 0; q < 8; ++q) {
+              const index_t row = static_cast<index_t>(hi) * w + t0 + q;
+              pv[q] = t0 + q < w ? logits[row * c + jj] : 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < 8; ++q) {
+              if (t0 + q >= w) break;
+              const float2 nz = norm[static_cast<index_t>(hi) * w + t0 + q];
+              const float e = expf(pv[q] - nz.x) * nz.y - mean;
+              var += e * e;
+            }
           }
           var /= static_cast<float>(w - 1);
         }
@@ -361,20 +567,38 @@ device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const 
   const index_t nb = (n + detail::logit_keys - 1) / detail::logit_keys;
   const int dp = detail::padded_dim(d);
   const std::size_t smem = sizeof(float) * (detail::logit_keys + detail::logit_rows) * dp;
-  if (smem > 48 * 1024)
-    detail::check_cuda(cudaFuncSetAttribute(detail::window_logits_kernel<T>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(smem)),
-                       "cudaFuncSetAttribute (head_dim too large?)");
   constexpr index_t per = 16 / static_cast<index_t>(sizeof(T));
   const bool vec_k = K.stride_dim() == 1 && d % per == 0 &&
                      reinterpret_cast<std::uintptr_t>(K.data()) % 16 == 0 &&
                      (K.stride_token() % per) == 0 && (K.stride_head() % per) == 0;
-  detail::window_queries_kernel<T><<<static_cast<unsigned>(tab.count * w), 128, 0, stream>>>(
-      in.queries, tab, w, 1.0f / std::sqrt(static_cast<float>(d)), qf);
-  detail::window_logits_kernel<T><<<dim3(static_cast<unsigned>(nb), tab.kv_heads), 256, smem, stream>>>(
-      K, qf, tab, n, w, vec_k, logits, tiles);
-  detail::check_launch("window_logits_kernel");
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  bool on_tensor_cores = false;
+  if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, half>) {
+    on_tensor_cores = detail::mma_logits_ok(K);
+    if (on_tensor_cores) {
+      const std::size_t ms = detail::mma_smem_bytes(d);
+      if (ms > 46 * 1024)  // dynamic + the kernel's 1 KiB of static shared memory
+        detail::check_cuda(cudaFuncSetAttribute(detail::window_logits_mma_kernel<T>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(ms)),
+                           "cudaFuncSetAttribute");
+      detail::window_logits_mma_kernel<T><<<dim3(static_cast<unsigned>(nb), tab.kv_heads), 256, ms, stream>>>(
+          K, in.queries, tab, n, w, scale, logits, tiles);
+      detail::check_launch("window_logits_mma_kernel");
+    }
+  }
+  if (!on_tensor_cores) {
+    if (smem > 48 * 1024)
+      detail::check_cuda(cudaFuncSetAttribute(detail::window_logits_kernel<T>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              static_cast<int>(smem)),
+                         "cudaFuncSetAttribute (head_dim too large?)");
+    detail::window_queries_kernel<T><<<static_cast<unsigned>(tab.count * w), 128, 0, stream>>>(
+        in.queries, tab, w, scale, qf);
+    detail::window_logits_kernel<T><<<dim3(static_cast<unsigned>(nb), tab.kv_heads), 256, smem, stream>>>(
+        K, qf, tab, n, w, vec_k, logits, tiles);
+    detail::check_launch("window_logits_kernel");
+  }
   detail::window_normalise_kernel<<<static_cast<unsigned>(tab.count * w), 256, 0, stream>>>(tiles, nb, norm);
   detail::check_launch("window_normalise_kernel");
   const std::size_t smem3 = sizeof(float) * (detail::score_tile + 2 * (prm.kernel / 2));
