@@ -227,6 +227,9 @@ class compressor {
         alloc_(std::move(alloc)) {}
 
   const model_shape& shape() const { return host_.shape(); }
+  const Selector& selector() const { return sel_; }
+  const Scorer& scorer() const { return scorer_; }
+  const Alloc& allocator() const { return alloc_; }
 
   plan begin(index_t n) const {
     auto hp = host_.begin(n);  // validates n, window, context

@@ -31,10 +31,13 @@ namespace cuda {
 struct head_table {
   int kv_heads = 0, group = 0, rows = 0, count = 0, dim = 0;
   bool shared = false;
+  bool per_head = false;  // one score row per contributing query head (the tensor-parallel split)
   short local[max_q_heads] = {};          // contributing local query heads, ascending
   short first_of_kv[max_kv_heads + 1] = {};  // per KV head: its first index into `local`
-  __host__ __device__ int begin(int r) const { return shared ? 0 : first_of_kv[r]; }
-  __host__ __device__ int end(int r) const { return shared ? count : first_of_kv[r + 1]; }
+  __host__ __device__ int begin(int r) const { return per_head ? r : (shared ? 0 : first_of_kv[r]); }
+  __host__ __device__ int end(int r) const {
+    return per_head ? r + 1 : (shared ? count : first_of_kv[r + 1]);
+  }
 };
 
 template <class T>
@@ -537,9 +540,11 @@ std::size_t window_scores_workspace_bytes(const head_table& tab, index_t n, inde
 
 // Scores one layer (in: device views, validated by the caller with check_scoring_input). The
 // returned scores point into the workspace; they live until the workspace is reused.
+// scores_out: where the tab.rows x candidates scores go (null: into the workspace).
 template <class T>
 device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const window_params& prm,
-                            void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+                            void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
+                            float* scores_out = nullptr) {
   const index_t n = in.prompt_length(), w = in.window(), c = n - w, d = in.keys.dim();
   float *qf, *logits, *scores;
   float2 *tiles, *norm;
@@ -548,6 +553,7 @@ device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const 
                                                       &norm, &scores, &stats);
   detail::check_workspace(need, workspace, workspace_bytes, "window_scores");
   kvtrim::detail::check_kernel(prm.kernel);
+  if (scores_out) scores = scores_out;
   device_scores out;
   out.values = scores;
   out.stats = stats;
