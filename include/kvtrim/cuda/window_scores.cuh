@@ -208,32 +208,28 @@ constexpr int mma_rows = 32;
 
 template <class T>
 struct mma_m16n8k16;
-template <>
-struct mma_m16n8k16<bfloat16> {
-  static __device__ __forceinline__ void run(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+// One specialisation per element type; the PTX type name is the only difference.
+#define KVTRIM_MMA_M16N8K16(CPP_TYPE, PTX_TYPE)                                                   \
+  template <>                                                                                    \
+  struct mma_m16n8k16<CPP_TYPE> {                                                                \
+    static __device__ __forceinline__ void run(float (&c)[4], const unsigned (&a)[4], unsigned b0, \
+                                               unsigned b1) {                                    \
+      KVTRIM_MMA_ASM(PTX_TYPE)                                                                   \
+    }                                                                                            \
+  };
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#define KVTRIM_MMA_ASM(PTX_TYPE)                                                                 \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX_TYPE "." PTX_TYPE                    \
+               ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"                     \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                  \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #else
-    __trap();
+#define KVTRIM_MMA_ASM(PTX_TYPE) __trap();
 #endif
-  }
-};
-template <>
-struct mma_m16n8k16<half> {
-  static __device__ __forceinline__ void run(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-    __trap();
-#endif
-  }
-};
+KVTRIM_MMA_M16N8K16(bfloat16, "bf16")
+KVTRIM_MMA_M16N8K16(half, "f16")
+#undef KVTRIM_MMA_ASM
+#undef KVTRIM_MMA_M16N8K16
 
 __host__ __device__ inline int mma_ld(index_t d) { return static_cast<int>(d) + 8; }
 inline std::size_t mma_smem_bytes(index_t d) {
