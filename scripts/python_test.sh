@@ -11,13 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS="cmake g++ make libeigen3-dev libomp-dev python3-dev python3-venv python3-pip"
-missing=""
-for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  echo "installing Debian packages:$missing" >&2
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >&2
-fi
+scripts/debian_packages.sh $PKGS
 PY="${PYTHON:-python3}"
 VENV="${KVTRIM_PY_VENV:-build-python/venv}"
 STAMP="$VENV/.kvtrim-requirements"

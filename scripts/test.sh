@@ -33,11 +33,7 @@ cmake --build build-asan-host -j"$JOBS" --target kvtrim_cli kvtrim_host_tests
 ASAN_OPTIONS=detect_leaks=1 OMP_WAIT_POLICY=PASSIVE bash tests/cli/cli_test.sh build-asan-host/bin/kvtrim "$PWD"
 ASAN_OPTIONS=detect_leaks=1 OMP_WAIT_POLICY=PASSIVE \
   build-asan-host/tests/kvtrim_host_tests --gtest_filter="$KVTRIM_ASAN_HOST_FILTER" --gtest_brief=1
-if ! command -v clang++ >/dev/null 2>&1; then
-  echo "installing clang (libFuzzer) for the fuzz targets" >&2
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang >&2
-fi
+command -v clang++ >/dev/null 2>&1 || scripts/debian_packages.sh clang   # libFuzzer, for the fuzz targets
 tests/fuzz/run.sh --build build-fuzz
 # ==== issue 15 (end) ===============================================================================
 
