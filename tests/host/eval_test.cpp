@@ -584,6 +584,41 @@ TEST_F(EvalModel, CliNiahLimit2EndToEnd) {
   EXPECT_FALSE(fs::exists(dir.string() + "x"));
   EXPECT_NE(std::system(("'" + cli + "' eval nosuchtask --out '" + dir.string() + "' 2>/dev/null").c_str()), 0);
   EXPECT_NE(std::system(("'" + cli + "' report /nonexistent/dir 2>/dev/null").c_str()), 0);
+  // Every record carries the method's settings, the last part of its resume key.
+  for (const auto& r : read_records((dir / "samples.jsonl").string())) {
+    ASSERT_TRUE(r.contains("method_settings")) << r.dump();
+    if (r["method"] == "snapkv") {
+      EXPECT_EQ(r["method_settings"], "window=8;kernel=7;pooling=max");  // KVCache-Factory's setting
+      EXPECT_EQ(r["method_params"]["pooling"], "max");
+      EXPECT_EQ(r["window"], 8);
+    } else if (r["method"] == "cake") {
+      EXPECT_EQ(r["method_params"]["pooling"], "avg");  // CAKE's own code: avg, kernel 5
+      EXPECT_EQ(r["method_params"]["kernel"], "5");
+      EXPECT_EQ(r["method_params"]["gamma"], "200");
+    } else {
+      EXPECT_EQ(r["method_settings"], "full");
+    }
+  }
+  // Other settings for a configuration the folder already holds: refused before anything is
+  // written, never reused and never mixed in beside the old records.
+  EXPECT_NE(std::system((base + " --pooling avg 2>/dev/null").c_str()), 0);
+  EXPECT_NE(std::system((base + " --param cake:gamma=100 2>/dev/null").c_str()), 0);
+  EXPECT_EQ(read_records((dir / "samples.jsonl").string()).size(), 6u);
+  {
+    std::ifstream cf3(dir / "config.json");
+    EXPECT_EQ(nlohmann::json::parse(cf3)["configs_run_last_invocation"].get<int>(), 1);  // not rewritten
+  }
+  // Records of an older kvtrim (no settings) are not taken for any settings either.
+  {
+    auto recs2 = read_records((dir / "samples.jsonl").string());
+    std::ofstream o(dir / "samples.jsonl", std::ios::trunc);
+    for (auto& r : recs2) {
+      r.erase("method_settings");
+      o << r.dump() << "\n";
+    }
+  }
+  EXPECT_NE(std::system((base + " 2>/dev/null").c_str()), 0);
+  EXPECT_EQ(read_records((dir / "samples.jsonl").string()).size(), 6u);
   fs::remove_all(dir);
 }
 
