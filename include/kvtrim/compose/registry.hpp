@@ -26,6 +26,7 @@
 #include "kvtrim/score/chunked.hpp"
 #include "kvtrim/score/keydiff.hpp"
 #include "kvtrim/score/knorm.hpp"
+#include "kvtrim/score/misgrouped.hpp"
 #include "kvtrim/score/random.hpp"
 #include "kvtrim/score/streaming.hpp"
 #include "kvtrim/score/tova.hpp"
@@ -384,6 +385,38 @@ struct compresskv_chunk {  // CompressKV's shared set, kept chunk by chunk
              error_aware(a.prof->layer_error, a.params.integer("min_layer_tokens")));
   }
 };
+
+// Reproductions of a defect, never defaults (score/misgrouped.hpp): the SnapKV and PyramidKV
+// baselines as CompressKV's release ran them, KV head j scored by query heads j, j + KV, ...
+// instead of its own GQA group; pooling avg 5, that release's evaluation default.
+struct snapkv_paper {
+  static constexpr const char* name = "snapkv-paper";
+  static method_info info() {
+    return {name, "defect reproduction: CompressKV release's SnapKV baseline", "all",
+            "as snapkv, GQA groups mixed up (KV head j <- query heads j mod KV)", "uniform",
+            params::official_avg5()};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    const window_attention w = a.window();
+    return c(all_heads{}, misgrouped_window_attention{w.pool, w.kernel}, uniform{});
+  }
+};
+
+struct pyramidkv_paper {
+  static constexpr const char* name = "pyramidkv-paper";
+  static method_info info() {
+    return {name, "defect reproduction: CompressKV release's PyramidKV baseline", "all", "as snapkv-paper",
+            "pyramid, β = 20",
+            params::official_avg5({params::integer("beta", "20", 1, params::unbounded,
+                                                   "top layer's share: B_top = B / beta")})};
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    const window_attention w = a.window();
+    return c(all_heads{}, misgrouped_window_attention{w.pool, w.kernel}, pyramid(a.params.integer("beta")));
+  }
+};
 }  // namespace methods
 
 // Every registered method, in the order the docs list them.
@@ -391,7 +424,8 @@ using all_methods = std::tuple<methods::full, methods::random, methods::streamin
                                methods::pyramidkv, methods::adakv, methods::cake, methods::headkv,
                                methods::compresskv, methods::compresskv_uniform,
                                methods::adakv_compresskv, methods::knorm, methods::tova,
-                               methods::keydiff, methods::chunkkv, methods::compresskv_chunk>;
+                               methods::keydiff, methods::chunkkv, methods::compresskv_chunk,
+                               methods::snapkv_paper, methods::pyramidkv_paper>;
 
 // Calls f(entry) for each registered method type, in registry order.
 template <class F>
