@@ -393,7 +393,7 @@ struct snapkv_paper {
   static constexpr const char* name = "snapkv-paper";
   static method_info info() {
     return {name, "defect reproduction: CompressKV release's SnapKV baseline", "all",
-            "as snapkv, GQA groups mixed up (KV head j <- query heads j mod KV)", "uniform",
+            "as snapkv, GQA groups mixed up (KV head j scored by query heads h mod KV = j)", "uniform",
             params::official_avg5()};
   }
   template <class C>
