@@ -1,6 +1,7 @@
 // calibrate(): the options checked, the chosen stages run in order, and their results assembled
 // into one profile with its provenance.
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <stdexcept>
 
@@ -23,6 +24,18 @@ std::string join_lengths(const std::vector<int64_t>& v) {
   return s;
 }
 
+std::string first_step_words(const std::string& f) {
+  return f == "observed" ? "observed and scored (prefill all but the last prompt token, decode from it; --first-step "
+                           "observed)"
+                         : "from the prefill's logits, not scored (--first-step prefill)";
+}
+
+std::string eps_text(double eps) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", eps);
+  return b;
+}
+
 }  // namespace
 
 calibration_result calibrate(const model& m, const tokenizer& tok, const std::vector<int32_t>& stop_tokens,
@@ -43,6 +56,16 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
   if (opt.retrieval_heads_k < 1 || opt.retrieval_heads_k > c.n_head)
     throw std::invalid_argument("--retrieval-heads " + std::to_string(opt.retrieval_heads_k) + " must be in [1, " +
                                 std::to_string(c.n_head) + "]");
+  if (opt.srh_span != "answer" && opt.srh_span != "needle")
+    throw std::invalid_argument("--srh-span '" + opt.srh_span + "' (accepted: answer, needle)");
+  if (opt.first_step != "observed" && opt.first_step != "prefill")
+    throw std::invalid_argument("--first-step '" + opt.first_step + "' (accepted: observed, prefill)");
+  if (opt.layer_pooling != "avg" && opt.layer_pooling != "max" && opt.layer_pooling != "none")
+    throw std::invalid_argument("--layer-pooling '" + opt.layer_pooling + "' (accepted: avg, max, none)");
+  if (opt.layer_kernel < 1 || opt.layer_kernel > 4095 || opt.layer_kernel % 2 == 0)
+    throw std::invalid_argument("--layer-kernel " + std::to_string(opt.layer_kernel) + " must be odd, in [1, 4095]");
+  if (opt.layer_error_at != "o_proj" && opt.layer_error_at != "attention")
+    throw std::invalid_argument("--layer-error-at '" + opt.layer_error_at + "' (accepted: o_proj, attention)");
   const bool has_base = !opt.base.model.empty() || opt.base.layers > 0;
   if (has_base) opt.base.check_matches(shape);
   const std::vector<probe_needle> rneedles = pick_needles(retrieval_needles(), opt.needles, "retrieval");
@@ -112,8 +135,10 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
       p.provenance["semantic_retrieval_settings"] =
           "lengths " + join_lengths(opt.lengths) + "; depths " + std::to_string(opt.depths) +
           " (0..100%, moved back to a sentence end); greedy, max_new_tokens " + std::to_string(opt.max_new_tokens) +
-          "; keep: ROUGE-1 recall of the answer > 0.5; " + std::to_string(rep.planned) + " trials, " +
-          std::to_string(rep.kept) + " kept; seed " + seed_s;
+          "; keep: ROUGE-1 recall of the answer > 0.5; credited span: " +
+          (opt.srh_span == "answer" ? "the answer's tokens in the needle" : "the whole needle") +
+          " (--srh-span " + opt.srh_span + "); first answer step: " + first_step_words(opt.first_step) + "; " +
+          std::to_string(rep.planned) + " trials, " + std::to_string(rep.kept) + " kept; seed " + seed_s;
     }
     res.stages.push_back(rep);
   }
@@ -135,8 +160,9 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
       p.provenance["retrieval_reasoning_needles"] = nd;
       p.provenance["retrieval_reasoning_settings"] =
           "lengths " + join_lengths(qlengths) + "; depths " + std::to_string(qdepths) + "; greedy, max_new_tokens " +
-          std::to_string(opt.max_new_tokens) + "; keep: answer F1 (first output line) > 0.5; score a_i/N; " +
-          std::to_string(rep.planned) + " trials, " + std::to_string(rep.kept) + " kept; seed " + seed_s;
+          std::to_string(opt.max_new_tokens) + "; keep: answer F1 (first output line) > 0.5; score a_i/N; first "
+          "answer step: " + first_step_words(opt.first_step) + "; " + std::to_string(rep.planned) + " trials, " +
+          std::to_string(rep.kept) + " kept; seed " + seed_s;
     }
     res.stages.push_back(rep);
   }
@@ -158,7 +184,10 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
           "compressed cache: compresskv-uniform, " + std::to_string(opt.compressed_tokens) + " tokens per KV head, window " +
           std::to_string(opt.window) + ", top-" + std::to_string(opt.retrieval_heads_k) +
           " semantic retrieval heads per layer" + (has_stage("heads") ? "" : " (from the given --profile)") +
-          "; outputs compared before o_proj; " + std::to_string(opt.layer_prompts) +
+          ", window-score pooling " + opt.layer_pooling + " kernel " + std::to_string(opt.layer_kernel) +
+          "; outputs compared " + (opt.layer_error_at == "o_proj" ? "after o_proj" : "before o_proj") +
+          " (--layer-error-at " + opt.layer_error_at + "), eps " + eps_text(opt.eps) + "; " +
+          std::to_string(opt.layer_prompts) +
           " prompts per dataset cut to " + std::to_string(opt.layer_prompt_tokens) +
           " tokens; greedy, max_new_tokens " + std::to_string(opt.layer_max_new_tokens) + "; seed " + seed_s;
     }

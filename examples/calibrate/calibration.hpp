@@ -54,6 +54,18 @@ struct calibration_options {
   int reasoning_depths = 0;
   std::vector<std::string> reasoning_needle_names;  // empty = all
   int max_new_tokens = 50;
+  // How the needle stages observe a trial (docs/CALIBRATION.md, "Choices"). Defaults: as the
+  // official detectors (CompressKV's semantic_retrieval_head_detection.py, HeadKV's
+  // retrieval_head_detection_r2.py, both after Wu et al.'s retrieval_head_detection.py).
+  //  srh_span (stage heads): the prompt positions the semantic-retrieval score credits:
+  //    "answer" (the answer's tokens inside the needle, as the official code) or "needle" (the
+  //    whole fact sentence, kvtrim's earlier choice).
+  //  first_step (both stages): "observed" (prefill all but the last prompt token, then decode
+  //    from it, so the step that generates the first answer token is observed and scored, as the
+  //    official code) or "prefill" (kvtrim's earlier: the first token from the prefill's logits,
+  //    its step never observed).
+  std::string srh_span = "answer";
+  std::string first_step = "observed";
   // Stage "layers": prompts per dataset, each cut to at most layer_prompt_tokens tokens.
   int layer_prompts = 2;
   int64_t layer_prompt_tokens = 2048;
@@ -61,6 +73,14 @@ struct calibration_options {
   int64_t compressed_tokens = 32;  // the uniform budget of the compressed cache
   int retrieval_heads_k = 4;       // semantic retrieval heads per layer that choose its tokens
   int window = 8;                  // observation window of that compression
+  // That compression's window-score pooling: CompressKV's code runs its layer-error pass with its
+  // own cluster, avg pooling, kernel 5 (kvtrim's earlier: max 7, KVCache-Factory's).
+  std::string layer_pooling = "avg";
+  int layer_kernel = 5;
+  // Where the layer's output is compared: "o_proj" (after the attention output projection, as
+  // CompressKV's modeling_*_new.py) or "attention" (the heads' concatenated output before it,
+  // kvtrim's earlier choice).
+  std::string layer_error_at = "o_proj";
   double eps = 1e-6;
   std::uint64_t seed = 0;
   std::string data_dir;  // empty = default_calibration_data_dir()

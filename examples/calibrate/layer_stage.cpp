@@ -37,6 +37,9 @@ record run_layer_sample(calibration_run& cal, const std::string& key, const std:
     return std::vector<int64_t>(static_cast<size_t>(KV), len);  // the cache itself stays full
   };
   std::vector<float> kc, vc, out(static_cast<size_t>(cfg.n_head * hd));
+  // After o_proj (as CompressKV's code) the error compares W_o·O_comp with W_o·O_full.
+  const bool at_o_proj = cal.opt.layer_error_at == "o_proj";
+  std::vector<float> proj_full(static_cast<size_t>(at_o_proj ? cfg.n_embd : 0)), proj_comp(proj_full.size());
   const decode_observer obs = [&](int layer, const float* q, const kv_store& cache, const float* attn_out) {
     const auto& kl = keep[static_cast<size_t>(layer)];
     int64_t rows = 0;
@@ -64,7 +67,13 @@ record run_layer_sample(calibration_run& cal, const std::string& key, const std:
       rk.lengths.push_back(off[size_t(g) + 1] - off[size_t(g)]);
     }
     kvtrim::ragged_decode_attention(q, rk, cfg.group(), 1.0f / std::sqrt(static_cast<float>(hd)), out.data());
-    lee.on_step(layer, attn_out, out.data(), static_cast<kvtrim::index_t>(out.size()));
+    if (at_o_proj) {
+      cal.m.project_attention_output(layer, attn_out, proj_full.data());
+      cal.m.project_attention_output(layer, out.data(), proj_comp.data());
+      lee.on_step(layer, proj_full.data(), proj_comp.data(), static_cast<kvtrim::index_t>(proj_full.size()));
+    } else {
+      lee.on_step(layer, attn_out, out.data(), static_cast<kvtrim::index_t>(out.size()));
+    }
   };
   kv_store cache;
   const std::vector<int32_t> gen =
@@ -92,6 +101,8 @@ bool run_layer_stage(calibration_run& cal, const kvtrim::profile& heads, stage_r
   mc.target = kvtrim::budget::tokens(opt.compressed_tokens);
   mc.window = opt.window;
   mc.params["heads"] = std::to_string(opt.retrieval_heads_k);
+  mc.params["pooling"] = opt.layer_pooling;
+  mc.params["kernel"] = std::to_string(opt.layer_kernel);
   mc.prof = &heads;
   const kvtrim::method method = kvtrim::make_method(mc, shape);
   // The trial keys name the heads that choose the compressed rows, so other heads rerun them.
@@ -100,7 +111,8 @@ bool run_layer_stage(calibration_run& cal, const kvtrim::profile& heads, stage_r
   for (int l = 0; l < c.n_layer; ++l)
     for (int h : sel.heads(l, shape)) head_sets += std::to_string(l) + ":" + std::to_string(h) + ",";
   const std::string settings = layer_settings_key(head_sets, opt.compressed_tokens, opt.window,
-                                                  opt.layer_prompt_tokens, opt.layer_max_new_tokens, opt.seed);
+                                                  opt.layer_prompt_tokens, opt.layer_max_new_tokens, opt.seed) +
+                               layer_settings_suffix(opt.layer_pooling, opt.layer_kernel, opt.layer_error_at, opt.eps);
   const auto prompts = cal.data.layer_prompts();
   st.pg.total = static_cast<int64_t>(prompts.size());
   st.rep.planned = st.pg.total;

@@ -71,6 +71,45 @@ int64_t attention_rows(const model_config& cfg, int layer, const float* q, const
   return n;
 }
 
+int32_t argmax_of(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> answer_token_span(const tokenizer& tok, const std::vector<int32_t>& tokens,
+                                              int64_t span_begin, int64_t span_end, const std::string& answer) {
+  if (span_begin < 0 || span_end > static_cast<int64_t>(tokens.size()) || span_begin >= span_end)
+    throw std::invalid_argument("answer_token_span: bad needle span");
+  std::string text;
+  std::vector<size_t> start;  // each token's first character in `text`
+  for (int64_t i = span_begin; i < span_end; ++i) {
+    start.push_back(text.size());
+    text += tok.decode({tokens[static_cast<size_t>(i)]});
+  }
+  const size_t at = text.find(answer);
+  if (answer.empty() || at == std::string::npos)
+    throw std::invalid_argument("answer_token_span: the answer '" + answer + "' is not in the needle '" + text + "'");
+  int64_t b = -1, e = -1;
+  for (size_t j = 0; j < start.size(); ++j) {
+    const size_t lo = start[j], hi = j + 1 < start.size() ? start[j + 1] : text.size();
+    if (hi > at && lo < at + answer.size()) {  // the token's characters overlap the answer's
+      if (b < 0) b = span_begin + static_cast<int64_t>(j);
+      e = span_begin + static_cast<int64_t>(j) + 1;
+    }
+  }
+  return {b, e};
+}
+
+std::string needle_settings_suffix(const calibration_options& opt, bool semantic) {
+  std::string s;
+  if (semantic && opt.srh_span != "needle") s += "|span=" + opt.srh_span;
+  if (opt.first_step != "prefill") s += "|first=" + opt.first_step;
+  return s;
+}
+
+namespace {
+
 // One needle trial with the full cache: greedy decode, the observer feeding the accumulators.
 // `semantic` chooses the stage: true = heads (semantic score + comparisons), false = reasoning.
 record run_needle_trial(calibration_run& cal, const std::string& key, const probe_needle& nd,
@@ -83,10 +122,13 @@ record run_needle_trial(calibration_run& cal, const std::string& key, const prob
   std::vector<double> span_mass(static_cast<size_t>(L * H), 0.0), copy(static_cast<size_t>(L * H), 0.0);
   std::vector<int64_t> top(static_cast<size_t>(L * H), -1);
   std::vector<float> attn;
-  if (semantic)
-    srh.begin_trial(std::vector<int32_t>(pr.tokens.begin() + pr.span_begin, pr.tokens.begin() + pr.span_end),
-                    pr.span_begin);
-  else
+  if (semantic) {
+    // The positions credited: the answer's tokens inside the needle, or the whole needle.
+    const auto cs = cal.opt.srh_span == "answer"
+                        ? answer_token_span(cal.tok, pr.tokens, pr.span_begin, pr.span_end, nd.answer)
+                        : std::pair<int64_t, int64_t>{pr.span_begin, pr.span_end};
+    srh.begin_trial(std::vector<int32_t>(pr.tokens.begin() + cs.first, pr.tokens.begin() + cs.second), cs.first);
+  } else
     rr.begin_trial(pr.span_begin, pr.span_end);
 
   const decode_observer obs = [&](int layer, const float* q, const kv_store& cache, const float*) {
@@ -115,9 +157,19 @@ record run_needle_trial(calibration_run& cal, const std::string& key, const prob
     }
   };
   kv_store cache;
-  const prefill_result pre = cal.m.prefill(pr.tokens, cache);
+  std::vector<float> first_logits;
+  if (cal.opt.first_step == "observed") {
+    // As the official detectors: prefill all but the last prompt token, then decode from it, so
+    // the step that generates the first answer token is observed and scored like every later one.
+    const std::vector<int32_t> head(pr.tokens.begin(), pr.tokens.end() - 1);
+    cal.m.prefill(head, cache);
+    first_logits = cal.m.decode_step(pr.tokens.back(), cache, obs);
+    if (score_step) score_step(argmax_of(first_logits));
+  } else {
+    first_logits = cal.m.prefill(pr.tokens, cache).logits;
+  }
   const std::vector<int32_t> gen =
-      cal.m.decode_greedy(cache, pre.logits, cal.opt.max_new_tokens, cal.stops, obs, score_step).tokens;
+      cal.m.decode_greedy(cache, first_logits, cal.opt.max_new_tokens, cal.stops, obs, score_step).tokens;
   record r;
   r.key = key;
   r.output = cal.tok.decode(std::vector<int>(gen.begin(), gen.end()), true);
@@ -170,7 +222,7 @@ bool run_needle_stage(calibration_run& cal, const needle_grid& g, stage_report& 
         const size_t start = g.first_start + ni * g.needle_step + li * 3 + static_cast<size_t>(di);
         const std::string key = needle_trial_key(g.stage, g.needles[ni].name, g.needles[ni].fact, g.lengths[li], di,
                                                  g.depths, opt.max_new_tokens, opt.seed) +
-                                "|start=" + std::to_string(start);
+                                needle_settings_suffix(opt, g.semantic) + "|start=" + std::to_string(start);
         plans.push_back({key, ni, start, g.lengths[li], di});
         st.pg.units_total += static_cast<double>(g.lengths[li]) + 40.0 * opt.max_new_tokens;
       }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "calibrate/calibration.hpp"
@@ -65,6 +66,17 @@ bool run_needle_stage(calibration_run& cal, const needle_grid& g, stage_report& 
 // the samples' errors are merged into `total`. False: stopped by max_trials.
 bool run_layer_stage(calibration_run& cal, const kvtrim::profile& heads, stage_report& rep,
                      kvtrim::layer_eviction_error& total);
+
+// The tokens of `answer` inside the needle's tokens [span_begin, span_end): every token whose
+// decoded text overlaps the answer's first occurrence in the decoded needle. Throws
+// std::invalid_argument when the answer is not in the needle.
+std::pair<int64_t, int64_t> answer_token_span(const tokenizer& tok, const std::vector<int32_t>& tokens,
+                                              int64_t span_begin, int64_t span_end, const std::string& answer);
+
+// What a needle trial's key adds for the observation settings: empty for kvtrim's earlier
+// settings (srh_span "needle", first_step "prefill"), whose keys stay as older resume
+// directories hold them; otherwise "|span=...|first=...", so a trial is never reused across them.
+std::string needle_settings_suffix(const calibration_options& opt, bool semantic);
 
 // The names' needles in the given order (all when names is empty); throws on an unknown name.
 std::vector<probe_needle> pick_needles(const std::vector<probe_needle>& all, const std::vector<std::string>& names,

@@ -29,6 +29,13 @@ std::string layer_settings_key(const std::string& head_sets, int64_t compressed_
          "|seed=" + std::to_string(seed);
 }
 
+std::string layer_settings_suffix(const std::string& pooling, int kernel, const std::string& error_at, double eps) {
+  if (pooling == "max" && kernel == 7 && error_at == "attention" && eps == 1e-6) return "";
+  char e[32];
+  std::snprintf(e, sizeof e, "%.17g", eps);
+  return "|pool=" + pooling + std::to_string(kernel) + "|at=" + error_at + "|eps=" + e;
+}
+
 std::string layer_trial_key(const std::string& dataset, int index, const std::vector<int32_t>& prompt,
                             const std::string& settings) {
   return "layers|" + dataset + "|" + std::to_string(index) + "|" +

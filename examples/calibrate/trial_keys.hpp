@@ -18,6 +18,11 @@ std::string needle_trial_key(const std::string& stage, const std::string& needle
 // rows are fingerprinted, so other heads rerun the samples), and one sample's key.
 std::string layer_settings_key(const std::string& head_sets, int64_t compressed_tokens, int window,
                                int64_t max_prompt_tokens, int max_new_tokens, std::uint64_t seed);
+// What stage "layers"' settings add beyond layer_settings_key: empty for kvtrim's earlier
+// settings (pooling max, kernel 7, error before o_proj, eps 1e-6), whose keys stay as older
+// resume directories hold them; otherwise "|pool=<pooling><kernel>|at=<where>|eps=<eps>", so a
+// sample is never reused across them.
+std::string layer_settings_suffix(const std::string& pooling, int kernel, const std::string& error_at, double eps);
 std::string layer_trial_key(const std::string& dataset, int index, const std::vector<int32_t>& prompt,
                             const std::string& settings);
 

@@ -438,6 +438,13 @@ std::vector<float> model::decode_step(int32_t token, kv_store& cache, const deco
   return logits;
 }
 
+void model::project_attention_output(int layer, const float* attn, float* out) const {
+  if (layer < 0 || layer >= cfg_.n_layer)
+    throw std::invalid_argument("project_attention_output: layer " + std::to_string(layer) + " outside [0, " +
+                                std::to_string(cfg_.n_layer) + ")");
+  matvec(layers_[static_cast<size_t>(layer)].wo, attn, out);
+}
+
 decode_result model::decode_greedy(kv_store& cache, const std::vector<float>& first_logits, int max_new_tokens,
                                    const std::vector<int32_t>& stop_tokens, const decode_observer& observe,
                                    const std::function<void(int32_t)>& on_step) const {

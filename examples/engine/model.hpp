@@ -101,6 +101,8 @@ class model {
   decode_result decode_greedy(kv_store& cache, const std::vector<float>& first_logits, int max_new_tokens,
                               const std::vector<int32_t>& stop_tokens, const decode_observer& observe = {},
                               const std::function<void(int32_t)>& on_step = {}) const;
+  // The attention output projection of `layer` (o_proj): out[n_embd] = W_o · attn[n_head * head_dim].
+  void project_attention_output(int layer, const float* attn, float* out) const;
   // Greedy generation: prefill, then decode_greedy.
   generate_result generate(const std::vector<int32_t>& prompt, kv_store& cache, int max_new_tokens,
                            const std::vector<int32_t>& stop_tokens, const prefill_hook& hook = {},

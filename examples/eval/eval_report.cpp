@@ -4,6 +4,7 @@
 #include "eval/eval_report.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "eval/paired_bootstrap.hpp"
 #include "kvtrim/compose/method.hpp"
 #include "kvtrim/profile/file.hpp"
 
@@ -271,6 +273,130 @@ std::string curve_svg(const std::string& task, const std::vector<summary_row>& r
   return s + "</svg>\n";
 }
 
+
+// ---- paired statistics: prompts paired by task|id (paired_bootstrap.hpp) --------------------
+
+constexpr double k_full_correct = 50.0;          // the full cache "gets a prompt right": score >= 50
+constexpr std::uint64_t k_bootstrap_seed = 0;   // every interval: this seed, k_resamples draws
+constexpr int k_resamples = 10000;
+
+// The value a record gives table `t` (a task, a family, or fidelity's three tables); NaN: none.
+double record_value(const nlohmann::json& r, const std::string& t) {
+  const char* k = t == "fidelity_kl" ? "kl" : t == "fidelity_ppl" ? "ppl" : "score";
+  return r[k].is_number() ? r[k].get<double>() : std::nan("");
+}
+
+// The tables a record counts in: its task (or family), fidelity's three.
+std::vector<std::string> tables_of(const nlohmann::json& r, bool family) {
+  const std::string task = r["task"].get<std::string>();
+  if (task == "fidelity") return {"fidelity_top1", "fidelity_kl", "fidelity_ppl"};
+  return {family ? task_family(task) : task};
+}
+
+// table -> method -> budget -> prompt ("task|id") -> value. A record without an id is the k-th
+// prompt of its (task, method, budget): "task|#k", so hand-made records pair in order.
+using prompt_scores = std::map<std::string, double>;
+using prompt_index = std::map<std::string, std::map<std::string, std::map<std::string, prompt_scores>>>;
+
+std::vector<std::string> prompt_keys(const std::vector<nlohmann::json>& records) {
+  std::vector<std::string> keys;
+  std::map<std::string, int> ordinal;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    const std::string problem = record_problem(r);
+    if (!problem.empty()) throw std::runtime_error("report: record " + std::to_string(i + 1) + ": " + problem);
+    const std::string task = r["task"].get<std::string>();
+    std::string key = task + "|";
+    if (r.contains("id")) key += r["id"].get<std::string>();
+    else key += "#" + std::to_string(ordinal[task + "|" + r["method"].get<std::string>() + "|" +
+                                             r["budget"].get<std::string>()]++);
+    keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
+prompt_index index_prompts(const std::vector<nlohmann::json>& records, bool family) {
+  prompt_index idx;
+  const auto keys = prompt_keys(records);
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    for (const auto& t : tables_of(r, family))
+      idx[t][r["method"].get<std::string>()][r["budget"].get<std::string>()][keys[i]] = record_value(r, t);
+  }
+  return idx;
+}
+
+const prompt_scores* find_scores(const prompt_index& idx, const std::string& t, const std::string& m,
+                                 const std::string& b) {
+  const auto ti = idx.find(t);
+  if (ti == idx.end()) return nullptr;
+  const auto mi = ti->second.find(m);
+  if (mi == ti->second.end()) return nullptr;
+  const auto bi = mi->second.find(b);
+  return bi == mi->second.end() ? nullptr : &bi->second;
+}
+
+// The prompts of table t the full cache gets right (score >= k_full_correct) and wrong.
+std::pair<std::set<std::string>, std::set<std::string>> full_split(const prompt_index& idx, const std::string& t) {
+  std::pair<std::set<std::string>, std::set<std::string>> out;
+  if (const auto* full = find_scores(idx, t, "full", "full"))
+    for (const auto& [k, v] : *full)
+      if (std::isfinite(v)) (v >= k_full_correct ? out.first : out.second).insert(k);
+  return out;
+}
+
+// a - b over the prompts both have (finite values), within `only` when it is given.
+paired_difference paired(const prompt_scores& a, const prompt_scores& b, const std::set<std::string>* only = nullptr) {
+  std::vector<double> x, y;
+  for (const auto& [k, v] : a) {
+    if (only && !only->count(k)) continue;
+    const auto it = b.find(k);
+    if (it == b.end() || !std::isfinite(v) || !std::isfinite(it->second)) continue;
+    x.push_back(v);
+    y.push_back(it->second);
+  }
+  if (x.size() < 2) {  // one prompt has no spread to resample: a point, never a verdict
+    paired_difference d;
+    d.prompts = x.size();
+    if (!x.empty()) d.mean = d.lo = d.hi = x[0] - y[0];
+    return d;
+  }
+  return paired_bootstrap(x, y, k_bootstrap_seed, k_resamples);
+}
+
+// +1: a better than b (interval on the better side of 0), -1: worse, 0: a tie (or n < 2).
+int better(const paired_difference& d, bool lower_better) {
+  if (d.prompts < 2) return 0;
+  return lower_better ? -d.verdict() : d.verdict();
+}
+const char* verdict_word(int v) { return v > 0 ? "win" : v < 0 ? "loss" : "tie"; }
+
+std::string sfmt(double x, int prec) {
+  if (std::fabs(x) < 0.5 * std::pow(10.0, -prec)) x = 0.0;  // no "-0.0"
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%+.*f", prec, x);
+  return buf;
+}
+
+// "+5.0 [-5.0, +15.0] n=2 tie": mean of a - b, its paired 95 % interval, prompts, verdict for a.
+std::string diff_cell(const paired_difference& d, bool lower_better, int prec) {
+  if (d.prompts == 0) return "n=0";
+  const int v = better(d, lower_better);
+  const std::string w = verdict_word(v);
+  return sfmt(d.mean, prec) + " [" + sfmt(d.lo, prec) + ", " + sfmt(d.hi, prec) + "] n=" + std::to_string(d.prompts) +
+         " " + (v ? "**" + w + "**" : w);
+}
+
+// Every comparison rendered, as data: the same fields as its markdown cell.
+void record_comparison(nlohmann::json* out, const std::string& section, const std::string& table,
+                       const std::string& subset, const std::string& budget, const std::string& a,
+                       const std::string& b, const paired_difference& d, bool lower_better) {
+  if (!out) return;
+  out->push_back({{"section", section}, {"table", table}, {"subset", subset}, {"budget", budget}, {"a", a}, {"b", b},
+                  {"mean", d.mean}, {"lo", d.lo}, {"hi", d.hi}, {"prompts", d.prompts},
+                  {"lower_is_better", lower_better}, {"verdict", verdict_word(better(d, lower_better))},
+                  {"seed", k_bootstrap_seed}, {"resamples", k_resamples}});
+}
 }  // namespace
 
 std::vector<summary_row> summarize(const std::vector<nlohmann::json>& records) {
@@ -303,6 +429,71 @@ std::vector<summary_row> summarize(const std::vector<nlohmann::json>& records) {
   return rows;
 }
 
+namespace {
+
+// One table: methods down, budgets across; cell = score (% of KV kept).
+std::string score_table(const std::vector<summary_row>& rows, const std::string& t) {
+  std::vector<std::string> budgets, methods;
+  for (const auto& r : rows) {
+    if (r.task != t) continue;
+    if (std::find(budgets.begin(), budgets.end(), r.budget) == budgets.end()) budgets.push_back(r.budget);
+    if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
+  }
+  std::sort(budgets.begin(), budgets.end(), [](const auto& a, const auto& b) { return budget_key(a) < budget_key(b); });
+  std::string md = "| method |";
+  for (const auto& b : budgets) md += (b == "full" ? " full |" : " B=" + b + " |");
+  md += "\n|---|";
+  for (size_t i = 0; i < budgets.size(); ++i) md += "---|";
+  md += "\n";
+  for (const auto& m : methods) {
+    md += "| " + m + " |";
+    for (const auto& b : budgets) {
+      const auto it = std::find_if(rows.begin(), rows.end(),
+                                   [&](const summary_row& r) { return r.task == t && r.method == m && r.budget == b; });
+      md += it == rows.end() ? " |"
+                             : " " + fmt(it->score, t == "fidelity_kl" ? 4 : (t == "fidelity_ppl" ? 2 : 1)) + " (" +
+                                   fmt(it->kv_percent_of_full, 2) + "%) |";
+    }
+    md += "\n";
+  }
+  return md;
+}
+
+}  // namespace
+
+std::string summary_markdown(const std::vector<nlohmann::json>& records) {
+  const auto rows = summarize(records);
+  const auto keys = prompt_keys(records);
+  const prompt_index idx = index_prompts(records, false);
+  std::string md = "# Evaluation summary\n\nScore: mean over samples, 0-100 (fidelity_kl: mean KL(full || "
+                   "compressed) in nats, lower is better; fidelity_ppl: perplexity). In brackets: % of the full KV "
+                   "cache kept. Where the full cache was run, each task's table is repeated over the prompts it gets "
+                   "right (score >= " + fmt(k_full_correct, 0) + ") and over those it gets wrong: compression can "
+                   "only lose what the model had.\n";
+  std::vector<std::string> tasks;
+  for (const auto& r : rows)
+    if (std::find(tasks.begin(), tasks.end(), r.task) == tasks.end()) tasks.push_back(r.task);
+  for (const auto& t : tasks) {
+    int n = 0;
+    for (const auto& r : rows)
+      if (r.task == t) n = std::max(n, r.n);
+    md += "\n## " + t + " (n = " + std::to_string(n) + ")\n\n" + score_table(rows, t);
+    if (t.rfind("fidelity", 0) == 0) continue;  // the full cache is fidelity's reference, not a contestant
+    const auto split = full_split(idx, t);
+    if (split.first.empty() && split.second.empty()) continue;
+    for (int part = 0; part < 2; ++part) {
+      const auto& keep = part == 0 ? split.first : split.second;
+      std::vector<nlohmann::json> sub;
+      for (size_t i = 0; i < records.size(); ++i)
+        if (records[i]["task"].get<std::string>() == t && keep.count(keys[i])) sub.push_back(records[i]);
+      md += "\n### " + t + ": full cache " + (part == 0 ? "correct" : "wrong") + " (" + std::to_string(keep.size()) +
+            " prompt" + (keep.size() == 1 ? "" : "s") + ")\n\n";
+      md += sub.empty() ? "(none)\n" : score_table(summarize(sub), t);
+    }
+  }
+  return md;
+}
+
 std::vector<std::string> render_report(const std::string& dir) {
   const auto recs = read_records(dir + "/samples.jsonl");
   if (recs.empty()) throw std::runtime_error(dir + "/samples.jsonl holds no records");
@@ -316,45 +507,16 @@ std::vector<std::string> render_report(const std::string& dir) {
   write_file_atomic(dir + "/summary.csv", csv);
   written.push_back(dir + "/summary.csv");
 
-  // Markdown: per task, methods down, budgets across; cell = score (% of KV kept).
-  std::string md = "# Evaluation summary\n\nScore: mean over samples, 0-100 (fidelity_kl: mean KL(full || "
-                   "compressed) in nats, lower is better; fidelity_ppl: perplexity). In brackets: % of the full KV "
-                   "cache kept.\n";
-  std::vector<std::string> tasks;
-  for (const auto& r : rows)
-    if (std::find(tasks.begin(), tasks.end(), r.task) == tasks.end()) tasks.push_back(r.task);
-  for (const auto& t : tasks) {
-    std::vector<std::string> budgets, methods;
-    for (const auto& r : rows) {
-      if (r.task != t) continue;
-      if (std::find(budgets.begin(), budgets.end(), r.budget) == budgets.end()) budgets.push_back(r.budget);
-      if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
-    }
-    std::sort(budgets.begin(), budgets.end(), [](const auto& a, const auto& b) { return budget_key(a) < budget_key(b); });
-    int n = 0;
-    for (const auto& r : rows)
-      if (r.task == t) n = std::max(n, r.n);
-    md += "\n## " + t + " (n = " + std::to_string(n) + ")\n\n| method |";
-    for (const auto& b : budgets) md += (b == "full" ? " full |" : " B=" + b + " |");
-    md += "\n|---|";
-    for (size_t i = 0; i < budgets.size(); ++i) md += "---|";
-    md += "\n";
-    for (const auto& m : methods) {
-      md += "| " + m + " |";
-      for (const auto& b : budgets) {
-        const auto it = std::find_if(rows.begin(), rows.end(),
-                                     [&](const summary_row& r) { return r.task == t && r.method == m && r.budget == b; });
-        md += it == rows.end() ? " |"
-                               : " " + fmt(it->score, t == "fidelity_kl" ? 4 : (t == "fidelity_ppl" ? 2 : 1)) + " (" +
-                                     fmt(it->kv_percent_of_full, 2) + "%) |";
-      }
-      md += "\n";
-    }
-  }
-  md += "\n" + comparison_markdown(recs);
+  nlohmann::json comparisons = nlohmann::json::array();
+  std::string md = summary_markdown(recs) + "\n" + comparison_markdown(recs, &comparisons);
+  write_file_atomic(dir + "/comparisons.json", comparisons.dump(1) + "\n");
+  written.push_back(dir + "/comparisons.json");
   write_file_atomic(dir + "/summary.md", md);
   written.push_back(dir + "/summary.md");
 
+  std::vector<std::string> tasks;
+  for (const auto& r : rows)
+    if (std::find(tasks.begin(), tasks.end(), r.task) == tasks.end()) tasks.push_back(r.task);
   fs::create_directories(dir + "/plots");
   std::vector<std::string> svgs;
   for (const auto& t : tasks) {
@@ -437,8 +599,11 @@ std::string header(const family_table& t, const std::string& f, const std::strin
 
 int prec_of(const std::string& f) { return f == "fidelity_kl" ? 4 : (f == "fidelity_ppl" ? 2 : 1); }
 
-// One table per section: a row per (family, method) of `methods` present, cells = score.
-std::string method_rows(const family_table& t, const std::vector<std::string>& methods) {
+// One table per section: a row per (family, method) of `methods` present, cells = score; then a
+// row per pair (a, b) of `diffs`: the paired difference a - b, its interval, n and the verdict.
+std::string method_rows(const family_table& t, const prompt_index& idx, const std::vector<std::string>& methods,
+                        const std::vector<std::pair<std::string, std::string>>& diffs, const std::string& section,
+                        nlohmann::json* out) {
   std::string md;
   for (const auto& [f, ms] : t) {
     size_t present = 0;
@@ -453,44 +618,95 @@ std::string method_rows(const family_table& t, const std::vector<std::string>& m
       }
       md += "\n";
     }
+    for (const auto& [ma, mb] : diffs) {
+      md += "| " + ma + " - " + mb + " |";
+      for (const auto& b : budgets_of(t, f)) {
+        const auto* x = find_scores(idx, f, ma, b);
+        const auto* y = find_scores(idx, f, mb, b);
+        if (!x || !y) {
+          md += " |";
+          continue;
+        }
+        const auto d = paired(*x, *y);
+        md += " " + diff_cell(d, lower_is_better(f), prec_of(f)) + " |";
+        record_comparison(out, section, f, "all", b, ma, mb, d, lower_is_better(f));
+      }
+      md += "\n";
+    }
   }
   return md;
 }
 
 }  // namespace
 
-std::string comparison_markdown(const std::vector<nlohmann::json>& records) {
+std::string comparison_markdown(const std::vector<nlohmann::json>& records, nlohmann::json* comparisons) {
   const auto t = family_rows(records);
+  const prompt_index idx = index_prompts(records, true);
+  nlohmann::json* out = comparisons;
   std::string md = "# Comparisons at equal bytes\n\nEvery method at one budget B keeps the same bytes (the % of the "
                    "full KV cache is in each column's head). Task families: ruler_* and leval_* tasks pooled; mean "
-                   "over samples.\n";
+                   "over samples.\n\nEvery comparison of two methods is paired over the prompts both ran (paired by "
+                   "task|id): `mean [lo, hi] n=N verdict`, the mean per-prompt difference a - b in the table's unit, "
+                   "its 95 % percentile-bootstrap interval over prompts (seed " + std::to_string(k_bootstrap_seed) +
+                   ", " + std::to_string(k_resamples) + " resamples) and the prompt count. **win** / **loss** only "
+                   "where the interval excludes 0 (on the better side for a: higher score, lower KL or perplexity); "
+                   "otherwise tie, as it is with fewer than 2 prompts.\n";
   const std::vector<std::string> baselines{"snapkv", "pyramidkv", "streaming"};
   bool any = false;
-  std::string goal = "\n## CompressKV against SnapKV, PyramidKV and StreamingLLM\n\nCell: CompressKV's score, then the "
-                     "best of the three baselines; \"win\" where CompressKV is strictly better.\n";
+  std::map<std::string, std::array<int, 3>> tally;  // baseline -> wins, ties, losses of compresskv
+  std::string goal = "\n## CompressKV against SnapKV, PyramidKV and StreamingLLM\n\nFirst row: CompressKV's mean "
+                     "score vs the best of the three baselines (by mean), and the paired difference to it; then the "
+                     "paired difference to each baseline.\n";
   for (const auto& [f, ms] : t) {
     if (!ms.count("compresskv")) continue;
+    const bool low = lower_is_better(f);
     std::string body;
+    std::map<std::string, std::string> rows;
     for (const auto& b : budgets_of(t, f)) {
       const auto* c = find_row(t, f, "compresskv", b);
       const summary_row* best = nullptr;
       for (const auto& m : baselines) {
         const auto* r = find_row(t, f, m, b);
-        if (r && (!best || (lower_is_better(f) ? r->score < best->score : r->score > best->score))) best = r;
+        if (r && (!best || (low ? r->score < best->score : r->score > best->score))) best = r;
+      }
+      for (const auto& m : baselines) {
+        if (!ms.count(m)) continue;
+        const auto* x = find_scores(idx, f, "compresskv", b);
+        const auto* y = find_scores(idx, f, m, b);
+        if (!x || !y) {
+          rows[m] += " |";
+          continue;
+        }
+        const auto d = paired(*x, *y);
+        rows[m] += " " + diff_cell(d, low, prec_of(f)) + " |";
+        record_comparison(out, "compresskv_vs_baselines", f, "all", b, "compresskv", m, d, low);
+        const int v = better(d, low);
+        ++tally[m][v > 0 ? 0 : v == 0 ? 1 : 2];
       }
       if (!c || !best) {
         body += " |";
         continue;
       }
-      const bool win = lower_is_better(f) ? c->score < best->score : c->score > best->score;
-      body += " " + fmt(c->score, prec_of(f)) + " vs " + fmt(best->score, prec_of(f)) + " " + best->method +
-              (win ? " **win**" : " no") + " |";
+      const auto d = paired(*find_scores(idx, f, "compresskv", b), *find_scores(idx, f, best->method, b));
+      body += " " + fmt(c->score, prec_of(f)) + " vs " + fmt(best->score, prec_of(f)) + " " + best->method + ": " +
+              diff_cell(d, low, prec_of(f)) + " |";
     }
     if (!any) goal += "\n";
-    goal += header(t, f, f) + "| compresskv vs best baseline |" + body + "\n\n";
+    goal += header(t, f, f) + "| compresskv vs best baseline |" + body + "\n";
+    for (const auto& m : baselines)
+      if (rows.count(m)) goal += "| compresskv - " + m + " |" + rows[m] + "\n";
+    goal += "\n";
     any = true;
   }
-  if (any) md += goal;
+  if (any) {
+    goal += "Over every (family, budget) cell above:";
+    for (const auto& m : baselines)
+      if (tally.count(m))
+        goal += " vs " + m + " " + std::to_string(tally[m][0]) + " wins, " + std::to_string(tally[m][1]) + " ties, " +
+                std::to_string(tally[m][2]) + " losses;";
+    goal.back() = '.';
+    md += goal + "\n";
+  }
 
   std::string pct = "\n## Score as % of the full cache's\n";
   bool any_pct = false;
@@ -511,23 +727,82 @@ std::string comparison_markdown(const std::vector<nlohmann::json>& records) {
   }
   if (any_pct) md += pct;
 
-  const std::string abl = method_rows(t, {"snapkv", "compresskv-uniform", "compresskv"});
+  // Against the full cache, split by what the full cache got right: on the prompts it gets wrong
+  // there is nothing to lose, so the two subsets answer different questions.
+  std::string vs_full = "\n## Paired difference to the full cache, by what the full cache got right\n\nCell: method "
+                        "- full over the prompts of the subset (full cache correct: its score >= " +
+                        fmt(k_full_correct, 0) + ").\n";
+  bool any_full = false;
+  for (const auto& [f, ms] : t) {
+    const auto* full_scores = find_scores(idx, f, "full", "full");
+    if (!full_scores || lower_is_better(f) || f.rfind("fidelity", 0) == 0) continue;
+    const auto split = full_split(idx, f);
+    for (int part = 0; part < 2; ++part) {
+      const auto& keep = part == 0 ? split.first : split.second;
+      const std::string subset = part == 0 ? "full_correct" : "full_wrong";
+      vs_full += "\n" + f + ", full cache " + (part == 0 ? "correct" : "wrong") + " (" + std::to_string(keep.size()) +
+                 " prompt" + (keep.size() == 1 ? "" : "s") + "):\n\n";
+      if (keep.empty()) {
+        vs_full += "(none)\n";
+        continue;
+      }
+      vs_full += header(t, f, "method - full");
+      for (const auto& m : kvtrim::method_names()) {
+        if (m == "full" || !ms.count(m)) continue;
+        vs_full += "| " + m + " |";
+        for (const auto& b : budgets_of(t, f)) {
+          const auto* x = find_scores(idx, f, m, b);
+          if (!x) {
+            vs_full += " |";
+            continue;
+          }
+          const auto d = paired(*x, *full_scores, &keep);
+          vs_full += " " + diff_cell(d, false, prec_of(f)) + " |";
+          record_comparison(out, "vs_full", f, subset, b, m, "full", d, false);
+        }
+        vs_full += "\n";
+      }
+    }
+    any_full = true;
+  }
+  if (any_full) md += vs_full;
+
+  const std::string abl = method_rows(t, idx, {"snapkv", "compresskv-uniform", "compresskv"},
+                                      {{"compresskv-uniform", "snapkv"}, {"compresskv", "compresskv-uniform"}},
+                                      "ablation", out);
   if (!abl.empty())
     md += "\n## Ablation: SnapKV -> + semantic retrieval heads (compresskv-uniform) -> + error-aware layer budgets "
           "(compresskv)\n" + abl;
-  const std::string hk = method_rows(t, {"adakv", "headkv"});
+  const std::string hk = method_rows(t, idx, {"adakv", "headkv"}, {{"headkv", "adakv"}}, "headkv_vs_adakv", out);
   if (!hk.empty()) md += "\n## HeadKV against Ada-KV at equal bytes\n" + hk;
 
   if (t.count("fidelity_kl")) {
     md += "\n## Most faithful method (lowest mean KL to the full cache) per budget\n\n" + header(t, "fidelity_kl", "") +
           "| lowest KL |";
+    std::string next = "| lowest - next lowest |";
     for (const auto& b : budgets_of(t, "fidelity_kl")) {
-      const summary_row* best = nullptr;
-      for (const auto& [m, bs] : t.at("fidelity_kl"))
-        if (m != "full" && bs.count(b) && (!best || bs.at(b).score < best->score)) best = &bs.at(b);
+      const summary_row *best = nullptr, *second = nullptr;
+      for (const auto& [m, bs] : t.at("fidelity_kl")) {
+        if (m == "full" || !bs.count(b)) continue;
+        const summary_row* r = &bs.at(b);
+        if (!best || r->score < best->score) {
+          second = best;
+          best = r;
+        } else if (!second || r->score < second->score) {
+          second = r;
+        }
+      }
       md += best ? " " + best->method + " " + fmt(best->score, 4) + " |" : " |";
+      if (best && second) {
+        const auto d = paired(*find_scores(idx, "fidelity_kl", best->method, b),
+                              *find_scores(idx, "fidelity_kl", second->method, b));
+        next += " " + best->method + " - " + second->method + ": " + diff_cell(d, true, 4) + " |";
+        record_comparison(out, "lowest_kl", "fidelity_kl", "all", b, best->method, second->method, d, true);
+      } else {
+        next += " |";
+      }
     }
-    md += "\n";
+    md += "\n" + next + "\n";
   }
   return md;
 }
@@ -541,7 +816,9 @@ std::string render_comparison(const std::vector<std::string>& dirs, const std::s
   }
   fs::create_directories(out_dir);
   const std::string path = out_dir + "/comparison.md";
-  write_file_atomic(path, comparison_markdown(all));
+  nlohmann::json comparisons = nlohmann::json::array();
+  write_file_atomic(path, comparison_markdown(all, &comparisons));
+  write_file_atomic(out_dir + "/comparisons.json", comparisons.dump(1) + "\n");
   return path;
 }
 

@@ -29,21 +29,35 @@ struct summary_row {
 // fidelity_ppl rows. Methods in method_names() order, budgets ascending, full last.
 std::vector<summary_row> summarize(const std::vector<nlohmann::json>& records);
 
-// Writes DIR/summary.csv, DIR/summary.md and DIR/plots/*.svg (and *.png where rsvg-convert
-// exists). Returns the paths written. Each file is written whole (temp file + rename).
+// Writes DIR/summary.csv, DIR/summary.md, DIR/comparisons.json (comparison_markdown's
+// comparisons as data) and DIR/plots/*.svg (and *.png where rsvg-convert exists). Returns the
+// paths written. Each file is written whole (temp file + rename).
 std::vector<std::string> render_report(const std::string& dir);
 
 // The task families the goals speak of: ruler_* -> ruler, leval_* -> leval, the rest unchanged.
 std::string task_family(const std::string& task);
 
 // Markdown comparing methods at equal bytes (same budget) per task family: CompressKV against
-// SnapKV, PyramidKV and StreamingLLM; each method as % of the full cache's score; the ablation
-// SnapKV -> + semantic retrieval heads (compresskv-uniform) -> + error-aware budgets
-// (compresskv); HeadKV against Ada-KV; the most faithful method (lowest KL) per budget. Sections
-// whose methods are missing are left out.
-std::string comparison_markdown(const std::vector<nlohmann::json>& records);
+// SnapKV, PyramidKV and StreamingLLM; each method as % of the full cache's score; each method
+// against the full cache over the prompts the full cache gets right and, apart, those it gets
+// wrong; the ablation SnapKV -> + semantic retrieval heads (compresskv-uniform) -> + error-aware
+// budgets (compresskv); HeadKV against Ada-KV; the most faithful method (lowest KL) per budget.
+// Sections whose methods are missing are left out. Every comparison of two methods is paired over
+// prompts (task|id; a record without an id pairs by its order within its task, method and
+// budget): the mean difference, its seeded 95 % bootstrap interval (paired_bootstrap.hpp) and the
+// prompt count; "win"/"loss" only where the interval excludes 0, otherwise "tie" (also for n < 2).
+// `comparisons`, when given, receives one JSON object per comparison with the same fields
+// (section, table, subset, budget, a, b, mean, lo, hi, prompts, lower_is_better, verdict, seed,
+// resamples).
+std::string comparison_markdown(const std::vector<nlohmann::json>& records, nlohmann::json* comparisons = nullptr);
 
-// OUT_DIR/comparison.md from the records of several eval directories (one task each, say).
+// The summary tables of summary.md: per task, methods down, budgets across; where the full cache
+// ran, the table again over the prompts the full cache gets right (score >= 50) and over those it
+// gets wrong, each with its prompt count.
+std::string summary_markdown(const std::vector<nlohmann::json>& records);
+
+// OUT_DIR/comparison.md (and OUT_DIR/comparisons.json) from the records of several eval
+// directories (one task each, say); returns the markdown's path.
 std::string render_comparison(const std::vector<std::string>& dirs, const std::string& out_dir);
 
 // Writes `text` to `path` whole or not at all: kvtrim::write_text_file_atomic (a unique temp

@@ -28,6 +28,8 @@ const char* kHelp =
     "                        [--reasoning-lengths N,...] [--reasoning-depths D] [--reasoning-needles NAME,...]\n"
     "                        [--max-new-tokens 50] [--layer-prompts 2] [--layer-prompt-tokens 2048]\n"
     "                        [--layer-max-new-tokens 24] [--compressed-tokens 32] [--retrieval-heads 4]\n"
+    "                        [--srh-span answer|needle] [--first-step observed|prefill]\n"
+    "                        [--layer-pooling avg|max|none] [--layer-kernel 5] [--layer-error-at o_proj|attention]\n"
     "                        [--seed S] [--resume-dir D] [--max-trials K] [--profile P.json]\n"
     "                        [--data-dir DIR] [--threads T] [--json] [--quiet]\n"
     "\n"
@@ -44,6 +46,16 @@ const char* kHelp =
     "  --layer-prompts N    stage layers: prompts per dataset (default 2), each cut to\n"
     "                       --layer-prompt-tokens (default 2048), --layer-max-new-tokens (default 24)\n"
     "  --compressed-tokens  the compressed cache's uniform budget for layer errors (default 32)\n"
+    "  --srh-span S         stage heads credits the answer's tokens inside the needle (answer, default,\n"
+    "                       as CompressKV's code) or the whole needle sentence (needle, kvtrim's earlier)\n"
+    "  --first-step F       needle stages: observed (default, as the official detectors: prefill all but\n"
+    "                       the last prompt token, so the first answer token's step is scored) or prefill\n"
+    "                       (kvtrim's earlier: the first token from the prefill's logits, not scored)\n"
+    "  --layer-pooling P / --layer-kernel K   stage layers' compression pooling (default avg 5, as\n"
+    "                       CompressKV's code; kvtrim's earlier: max 7)\n"
+    "  --layer-error-at A   stage layers compares outputs after o_proj (default, as CompressKV's code)\n"
+    "                       or before it (attention, kvtrim's earlier)\n"
+    "                       Every setting is in the profile's provenance and in the resume keys.\n"
     "  --profile P.json     an earlier profile of this model: stages not run are kept from it, and\n"
     "                       stage layers alone reads its semantic retrieval heads\n"
     "  --resume-dir D       every finished trial is appended to D; a rerun skips them and gives the\n"
@@ -97,7 +109,7 @@ int cmd_calibrate(int argc, char** argv) {
          {"model", "out", "stage", "lengths", "depths", "needles", "reasoning-lengths", "reasoning-depths",
           "reasoning-needles", "max-new-tokens", "layer-prompts", "layer-prompt-tokens", "layer-max-new-tokens",
           "compressed-tokens", "retrieval-heads", "seed", "resume-dir", "max-trials", "profile", "data-dir",
-          "threads"},
+          "threads", "srh-span", "first-step", "layer-pooling", "layer-kernel", "layer-error-at"},
          {"json", "quiet"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
@@ -123,6 +135,11 @@ int cmd_calibrate(int argc, char** argv) {
   o.layer_max_new_tokens = static_cast<int>(int_opt("layer-max-new-tokens", 24, 2, 4096));
   o.compressed_tokens = int_opt("compressed-tokens", 32, 1, 1 << 20);
   o.retrieval_heads_k = static_cast<int>(int_opt("retrieval-heads", 4, 1, 1024));
+  o.srh_span = a.str("srh-span", o.srh_span);
+  o.first_step = a.str("first-step", o.first_step);
+  o.layer_pooling = a.str("layer-pooling", o.layer_pooling);
+  o.layer_kernel = static_cast<int>(int_opt("layer-kernel", o.layer_kernel, 1, 4095));
+  o.layer_error_at = a.str("layer-error-at", o.layer_error_at);
   o.seed = static_cast<std::uint64_t>(int_opt("seed", 0, 0, (1LL << 53)));
   o.resume_dir = a.str("resume-dir");
   o.max_trials = int_opt("max-trials", -1, -1, 1LL << 40);

@@ -6,6 +6,8 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -85,7 +87,31 @@ std::string hms(double s) {
 struct config_spec {
   std::string method, budget;  // budget label: "64", "r0.05", "full"
   std::unique_ptr<kvtrim::method> m;  // null for full
+  std::string settings;  // what its records depend on besides the sample (settings_of)
 };
+
+std::string fnv_hex(const std::string& s) {  // FNV-1a 64, a fingerprint inside keys
+  uint64_t x = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    x ^= c;
+    x *= 1099511628211ull;
+  }
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(x));
+  return b;
+}
+
+// A configuration's settings, the last part of its resume key: the window and every parameter
+// of the method, defaults included (pooling, kernel and the method's own), and for a method that
+// reads a profile the profile file's fingerprint. Records made with other settings are never
+// taken for this configuration's.
+std::string settings_of(const kvtrim::method* m, const std::string& profile_fp) {
+  if (!m) return "full";
+  std::string s = "window=" + std::to_string(m->spec().window);
+  for (const auto& [k, v] : m->params()) s += ";" + k + "=" + v;
+  if (m->info().needs_profile()) s += ";profile=" + profile_fp;
+  return s;
+}
 
 }  // namespace
 
@@ -147,19 +173,26 @@ int cmd_eval(int argc, char** argv) {
       a.list("methods", default_methods(h.prof != nullptr));
   for (const auto& name : methods) kvtrim::find_method(name);  // unknown: one line, the accepted names
   const auto entries = method_param_entries(a, methods);
+  std::string profile_fp = "none";
+  if (!h.profile_path.empty()) {
+    std::ifstream pf(h.profile_path, std::ios::binary);
+    profile_fp = fnv_hex(std::string(std::istreambuf_iterator<char>(pf), {}));
+  }
   std::vector<config_spec> configs;
   for (const auto& name : methods) {
     kvtrim::method_spec base = method_spec_for(a, name, entries);
     base.prof = h.prof.get();
     if (name == "full") {
-      configs.push_back({"full", "full", nullptr});
+      configs.push_back({"full", "full", nullptr, settings_of(nullptr, profile_fp)});
       continue;
     }
     for (size_t i = 0; i < budgets.size(); ++i) {
       kvtrim::method_spec c = base;
       c.name = name;
       c.target = budgets[i];
-      configs.push_back({name, budget_labels[i], std::make_unique<kvtrim::method>(kvtrim::make_method(c, shape))});
+      auto m = std::make_unique<kvtrim::method>(kvtrim::make_method(c, shape));
+      const std::string settings = settings_of(m.get(), profile_fp);
+      configs.push_back({name, budget_labels[i], std::move(m), settings});
     }
   }
 
@@ -292,11 +325,30 @@ int cmd_eval(int argc, char** argv) {
       throw usage_error(out + " holds a '" + old["task"].get<std::string>() + "' run; use another --out for '" + task +
                         "'");
   }
-  kvhost::write_file_atomic(config_path, cfg_json.dump(2) + "\n");
-
+  // Resume: a record is this configuration's when id, method, budget AND settings agree. One made
+  // with other settings (or by an older kvtrim, which wrote none) for a configuration of this run
+  // is refused before anything is written: rerunning beside it would mix two settings under one
+  // method name in the report, and reusing it would report the old settings as the new.
   std::set<std::string> done;
-  for (const auto& r : kvhost::read_records(records_path))
-    done.insert(r.value("id", "") + "|" + r.value("method", "") + "|" + r.value("budget", ""));
+  {
+    std::map<std::string, std::string> made;  // id|method|budget -> the settings it was made with
+    for (const auto& r : kvhost::read_records(records_path))
+      made[r.value("id", "") + "|" + r.value("method", "") + "|" + r.value("budget", "")] =
+          r.contains("method_settings") && r["method_settings"].is_string() ? r["method_settings"].get<std::string>()
+                                                                             : "(none: written before settings were recorded)";
+    for (const auto& sm : samples)
+      for (const auto& c : configs) {
+        const std::string k = sm.id + "|" + c.method + "|" + c.budget;
+        const auto it = made.find(k);
+        if (it == made.end()) continue;
+        if (it->second != c.settings)
+          throw usage_error(records_path + " holds " + c.method + " at budget " + c.budget + " made with settings '" +
+                            it->second + "', not this run's '" + c.settings +
+                            "'; use another --out (or the same settings) so the two are not mixed");
+        done.insert(k + "|" + c.settings);
+      }
+  }
+  kvhost::write_file_atomic(config_path, cfg_json.dump(2) + "\n");
   kvhost::truncate_torn_tail(records_path);  // an interrupted append: its partial line goes
   std::ofstream rec(records_path, std::ios::app);
   if (!rec) throw std::runtime_error("cannot append to " + records_path);
@@ -307,7 +359,7 @@ int cmd_eval(int argc, char** argv) {
   };
   size_t todo = 0, finished = 0, skipped = 0;
   for (const auto& s : samples)
-    for (const auto& c : configs) todo += done.count(s.id + "|" + c.method + "|" + c.budget) ? 0 : 1;
+    for (const auto& c : configs) todo += done.count(s.id + "|" + c.method + "|" + c.budget + "|" + c.settings) ? 0 : 1;
   if (!quiet)
     std::fprintf(stderr, "eval %s: %zu samples x %zu configurations, %zu to run (%zu done before) -> %s\n",
                  task.c_str(), samples.size(), configs.size(), todo, samples.size() * configs.size() - todo, out.c_str());
@@ -320,7 +372,7 @@ int cmd_eval(int argc, char** argv) {
     const auto& s = samples[si];
     std::vector<const config_spec*> pending;
     for (const auto& c : configs)
-      if (!done.count(s.id + "|" + c.method + "|" + c.budget)) pending.push_back(&c);
+      if (!done.count(s.id + "|" + c.method + "|" + c.budget + "|" + c.settings)) pending.push_back(&c);
     if (pending.empty()) {
       ++skipped;
       continue;
@@ -357,6 +409,10 @@ int cmd_eval(int argc, char** argv) {
     auto scored = [&](const std::string& answer) { return s.fact_prompt.empty() ? answer : answer + " [fact: " + fact + "]"; };
     for (const config_spec* c : pending) {
       nlohmann::json r = {{"task", s.task}, {"id", s.id}, {"method", c->method}, {"budget", c->budget}};
+      r["method_settings"] = c->settings;  // the resume key's last part
+      if (c->m) r["window"] = c->m->spec().window;
+      r["method_params"] = c->m ? nlohmann::json(c->m->params()) : nlohmann::json::object();
+      if (c->m && c->m->info().needs_profile()) r["profile_fingerprint"] = profile_fp;
       for (auto it = s.meta.begin(); it != s.meta.end(); ++it) r[it.key()] = it.value();
       r["prompt_tokens"] = n;
       const auto t_cfg = std::chrono::steady_clock::now();

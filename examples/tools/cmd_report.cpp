@@ -19,9 +19,15 @@ int cmd_report(int argc, char** argv) {
         "Re-renders DIR/summary.csv (task, method, budget, kv_percent_of_full, score, n), DIR/summary.md\n"
         "and DIR/plots/ (needle heatmaps per method and budget, score vs % of KV kept per task; SVG,\n"
         "and PNG where rsvg-convert is installed) from DIR/samples.jsonl, and prints the markdown.\n"
-        "summary.md ends with comparisons at equal bytes (CompressKV against SnapKV, PyramidKV and\n"
-        "StreamingLLM; % of the full cache; the ablation; HeadKV against Ada-KV; lowest KL).\n"
-        "  --combined OUT   also write OUT/comparison.md over the records of every DIR given\n",
+        "Each task's table is repeated over the prompts the full cache gets right (score >= 50) and\n"
+        "over those it gets wrong, with their counts. summary.md ends with comparisons at equal bytes\n"
+        "(CompressKV against SnapKV, PyramidKV and StreamingLLM; % of the full cache; each method\n"
+        "against the full cache on its correct / wrong prompts; the ablation; HeadKV against Ada-KV;\n"
+        "lowest KL). Every comparison is paired over prompts (task|id): mean difference, its 95 %\n"
+        "bootstrap interval over prompts (seed 0, 10000 resamples), n; win / loss only where the\n"
+        "interval excludes 0, otherwise tie. DIR/comparisons.json holds the same comparisons as data.\n"
+        "  --combined OUT   also write OUT/comparison.md and OUT/comparisons.json over the records of\n"
+        "                   every DIR given\n",
         stdout);
     return 0;
   }

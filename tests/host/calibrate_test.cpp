@@ -14,6 +14,9 @@
 #include <vector>
 
 #include "calibrate/calibration.hpp"
+#include "calibrate/stage.hpp"
+#include "calibrate/trial_keys.hpp"
+#include "kvtrim/calibrate/semantic_retrieval_score.hpp"
 #include "engine/compression.hpp"
 #include "engine/gguf.hpp"
 #include "engine/model.hpp"
@@ -352,6 +355,163 @@ TEST_F(CalibrateTest, ResumeKeysRecordTheHaystackSlice) {
   o.resume_dir = legacy.string();
   const auto old = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
   EXPECT_EQ(old.stages.at(0).reused, 0);
+}
+
+// ---- issue 13: calibration as the official detectors run it -------------------------------------
+
+// The answer's tokens inside each retrieval needle: inside the fact, shorter than it, and
+// decoding to text that holds the answer.
+TEST_F(CalibrateTest, AnswerSpanIsTheAnswersTokensInsideTheNeedle) {
+  for (const auto& nd : kvhost::retrieval_needles()) {
+    std::vector<int32_t> toks = {1, 2};  // a frame before the fact
+    const auto fact = tok_->encode(" " + nd.fact, false);
+    toks.insert(toks.end(), fact.begin(), fact.end());
+    toks.push_back(3);
+    const int64_t b = 2, e = 2 + static_cast<int64_t>(fact.size());
+    const auto [ab, ae] = kvhost::calib::answer_token_span(*tok_, toks, b, e, nd.answer);
+    EXPECT_GE(ab, b) << nd.name;
+    EXPECT_LE(ae, e) << nd.name;
+    EXPECT_LT(ae - ab, e - b) << nd.name;
+    const std::string text = tok_->decode(std::vector<int>(toks.begin() + ab, toks.begin() + ae));
+    EXPECT_NE(text.find(nd.answer), std::string::npos) << nd.name << ": '" << text << "'";
+    // One token fewer on either side loses part of the answer.
+    EXPECT_EQ(tok_->decode(std::vector<int>(toks.begin() + ab + 1, toks.begin() + ae)).find(nd.answer),
+              std::string::npos);
+    EXPECT_EQ(tok_->decode(std::vector<int>(toks.begin() + ab, toks.begin() + ae - 1)).find(nd.answer),
+              std::string::npos);
+  }
+  EXPECT_THROW(kvhost::calib::answer_token_span(*tok_, {5, 6, 7}, 0, 3, "not there at all"), std::invalid_argument);
+}
+
+// Synthetic attention where the answer is known: head 0 attends to the answer's tokens, head 1
+// to the needle's other tokens. Credited over the answer span (the official detector) only head 0
+// scores; over the whole needle (kvtrim's earlier choice) head 1 scores too.
+TEST_F(CalibrateTest, OnlyTheAnswerSpanIsCredited) {
+  const auto& nd = kvhost::retrieval_needles()[0];
+  const auto fact = tok_->encode(" " + nd.fact, false);
+  std::vector<int32_t> toks(fact.begin(), fact.end());
+  const int64_t n = static_cast<int64_t>(toks.size());
+  const auto [ab, ae] = kvhost::calib::answer_token_span(*tok_, toks, 0, n, nd.answer);
+  ASSERT_GT(ab, 0);
+  std::vector<float> attn(static_cast<size_t>(2 * n), 0.0f);
+  for (int64_t i = ab; i < ae; ++i) attn[size_t(i)] = 1.0f / static_cast<float>(ae - ab);
+  for (int64_t i = 0; i < ab; ++i) attn[size_t(n + i)] = 1.0f / static_cast<float>(ab);
+  auto score = [&](int64_t b, int64_t e) {
+    kvtrim::semantic_retrieval_score s(1, 2);
+    s.begin_trial(std::vector<int32_t>(toks.begin() + b, toks.begin() + e), b);
+    for (int64_t i = ab; i < ae; ++i) s.on_step(0, attn.data(), n, toks[size_t(i)]);  // copies the answer
+    s.end_trial(true);
+    return s.scores()[0];
+  };
+  const auto answer_only = score(ab, ae), needle = score(0, n);
+  EXPECT_GT(answer_only[0], 0.0);
+  EXPECT_EQ(answer_only[1], 0.0);
+  EXPECT_GT(needle[1], 0.0);
+}
+
+// The first answer step observed (prefill all but the last prompt token, as the official
+// detectors) adds that step's attention to every head's score; the later steps are the same
+// steps, so no head loses score (up to the float noise of computing the last prompt token's K/V
+// in a decode step instead of the prefill), and the answer is the same.
+TEST_F(CalibrateTest, FirstAnswerStepObservedAddsItsAttention) {
+  auto run = [&](const std::string& first) {
+    auto o = tiny("");
+    o.stages = {"heads"};
+    o.lengths = {256};
+    o.depths = 1;
+    o.srh_span = "needle";
+    o.first_step = first;
+    return kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  };
+  const auto observed = run("observed"), prefill = run("prefill");
+  ASSERT_TRUE(observed.complete && prefill.complete);
+  ASSERT_EQ(observed.stages.at(0).kept, 1);
+  ASSERT_EQ(prefill.stages.at(0).kept, 1);
+  double gained = 0;
+  for (size_t l = 0; l < observed.span_mass.size(); ++l)
+    for (size_t h = 0; h < observed.span_mass[l].size(); ++h) {
+      EXPECT_GE(observed.span_mass[l][h], prefill.span_mass[l][h] - 1e-4) << l << "/" << h;
+      EXPECT_GE(observed.prof.semantic_retrieval[l][h], prefill.prof.semantic_retrieval[l][h] - 1e-3) << l << "/" << h;
+      gained = std::max(gained, observed.span_mass[l][h] - prefill.span_mass[l][h]);
+    }
+  EXPECT_GT(gained, 0.01);  // one more step of attention mass over the needle
+  EXPECT_NE(observed.prof.provenance.at("semantic_retrieval_settings").find("first answer step: observed"),
+            std::string::npos);
+  EXPECT_NE(prefill.prof.provenance.at("semantic_retrieval_settings").find("--first-step prefill"), std::string::npos);
+  EXPECT_NE(prefill.prof.provenance.at("semantic_retrieval_settings").find("the whole needle"), std::string::npos);
+}
+
+// Every setting that changes a trial's result is in its resume key: a resume folder is never
+// reused across them; kvtrim's earlier settings keep the keys older folders hold.
+TEST_F(CalibrateTest, ResumeKeysCarryTheObservationSettings) {
+  auto o = tiny("settings");
+  o.stages = {"heads"};
+  o.lengths = {256};
+  o.depths = 1;
+  o.max_trials = 1;
+  const auto first = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_TRUE(first.complete);
+  const auto log = lines_of(fs::path(o.resume_dir) / "heads.jsonl");
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_NE(log[0].find("|span=answer|first=observed|start=0\""), std::string::npos) << log[0];
+  for (const auto& change : {std::pair<std::string, std::string>{"needle", "observed"}, {"answer", "prefill"}}) {
+    auto x = o;
+    x.srh_span = change.first;
+    x.first_step = change.second;
+    x.max_trials = 0;
+    const auto r = kvhost::calibrate(*model_, *tok_, stops_, id_, x);
+    EXPECT_EQ(r.stages.at(0).reused, 0) << change.first << " " << change.second;
+  }
+  o.max_trials = 0;
+  EXPECT_EQ(kvhost::calibrate(*model_, *tok_, stops_, id_, o).stages.at(0).reused, 1);
+  // The earlier settings: no suffix, as older resume folders hold the keys.
+  kvhost::calibration_options legacy;
+  legacy.srh_span = "needle";
+  legacy.first_step = "prefill";
+  EXPECT_EQ(kvhost::calib::needle_settings_suffix(legacy, true), "");
+  EXPECT_EQ(kvhost::calib::needle_settings_suffix(legacy, false), "");
+  EXPECT_EQ(kvhost::calib::needle_settings_suffix(kvhost::calibration_options{}, false), "|first=observed");
+  // Stage layers: pooling, kernel, where the error is measured and eps.
+  EXPECT_EQ(kvhost::calib::layer_settings_suffix("max", 7, "attention", 1e-6), "");
+  EXPECT_EQ(kvhost::calib::layer_settings_suffix("avg", 5, "o_proj", 1e-6), "|pool=avg5|at=o_proj|eps=9.9999999999999995e-07");
+  EXPECT_NE(kvhost::calib::layer_settings_suffix("avg", 5, "attention", 1e-6),
+            kvhost::calib::layer_settings_suffix("avg", 5, "o_proj", 1e-6));
+  EXPECT_NE(kvhost::calib::layer_settings_suffix("max", 7, "attention", 1e-5), "");
+  // Bad settings are refused before any trial.
+  for (int i = 0; i < 5; ++i) {
+    auto b = o;
+    if (i == 0) b.srh_span = "sentence";
+    if (i == 1) b.first_step = "late";
+    if (i == 2) b.layer_pooling = "median";
+    if (i == 3) b.layer_kernel = 4;
+    if (i == 4) b.layer_error_at = "mlp";
+    EXPECT_THROW(kvhost::calibrate(*model_, *tok_, stops_, id_, b), std::invalid_argument) << i;
+  }
+}
+
+// Stage layers measured after o_proj (the default, as CompressKV's code) and before it: other
+// errors, other keys (nothing reused across them), and the provenance says which.
+TEST_F(CalibrateTest, LayerErrorAfterOProjIsAnOption) {
+  const auto& full = full_run();
+  ASSERT_TRUE(full.complete);
+  auto o = tiny("oproj");
+  o.stages = {"layers"};
+  o.base = full.prof;
+  const auto after = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_TRUE(after.complete);
+  EXPECT_EQ(after.prof.layer_error, full.prof.layer_error);  // the default is o_proj
+  const auto log = lines_of(fs::path(o.resume_dir) / "layers.jsonl");
+  ASSERT_FALSE(log.empty());
+  EXPECT_NE(log[0].find("|pool=avg5|at=o_proj|eps="), std::string::npos) << log[0];
+  o.layer_error_at = "attention";
+  const auto before = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_TRUE(before.complete);
+  EXPECT_EQ(before.stages.at(0).reused, 0);
+  EXPECT_NE(before.prof.layer_error, after.prof.layer_error);
+  EXPECT_NE(after.prof.provenance.at("layer_error_settings").find("outputs compared after o_proj"), std::string::npos);
+  EXPECT_NE(after.prof.provenance.at("layer_error_settings").find("pooling avg kernel 5"), std::string::npos);
+  EXPECT_NE(before.prof.provenance.at("layer_error_settings").find("outputs compared before o_proj"),
+            std::string::npos);
 }
 
 // A resume line that is JSON but not a trial record: a clear error naming the file and line

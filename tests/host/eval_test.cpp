@@ -169,12 +169,117 @@ TEST(EvalReport, ComparisonsAtEqualBytes) {
   EXPECT_EQ(task_family("leval_quality"), "leval");
   EXPECT_EQ(task_family("niah_classic"), "niah_classic");
   const std::string md = comparison_markdown(recs);
-  EXPECT_NE(md.find("| compresskv vs best baseline | 50.0 vs 45.0 snapkv **win** |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| compresskv vs best baseline | 0.2000 vs 0.1000 snapkv no |"), std::string::npos) << md;
+  // Paired over the two RULER prompts (no ids: paired in order): d = {60-45, 40-45} = {15, -5};
+  // bootstrap means -5, 5, 15 with probabilities 1/4, 1/2, 1/4, so [-5, 15]: a tie, not a win.
+  EXPECT_NE(md.find("| compresskv vs best baseline | 50.0 vs 45.0 snapkv: +5.0 [-5.0, +15.0] n=2 tie |"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("| compresskv - streaming | +40.0 [+30.0, +50.0] n=2 **win** |"), std::string::npos) << md;
+  // One fidelity prompt: a point, never a verdict.
+  EXPECT_NE(md.find("| compresskv vs best baseline | 0.2000 vs 0.1000 snapkv: +0.1000 [+0.1000, +0.1000] n=1 tie |"),
+            std::string::npos) << md;
+  // snapkv: ruler and the three fidelity tables, each a tie.
+  EXPECT_NE(md.find("vs snapkv 0 wins, 4 ties, 0 losses; vs streaming 1 wins, 0 ties, 0 losses."), std::string::npos)
+      << md;
+  // The ablation's steps: uniform 48 vs snapkv 45 on both prompts (a constant +3), then {12, -8}.
+  EXPECT_NE(md.find("| compresskv-uniform - snapkv | +3.0 [+3.0, +3.0] n=2 **win** |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| compresskv - compresskv-uniform | +2.0 [-8.0, +12.0] n=2 tie |"), std::string::npos) << md;
+  // Against the full cache (100 on both prompts: both correct): compresskv {-40, -60}.
+  EXPECT_NE(md.find("ruler, full cache correct (2 prompts):"), std::string::npos) << md;
+  EXPECT_NE(md.find("ruler, full cache wrong (0 prompts):\n\n(none)"), std::string::npos) << md;
+  EXPECT_NE(md.find("| compresskv | -50.0 [-60.0, -40.0] n=2 **loss** |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| lowest - next lowest | snapkv - compresskv: -0.1000 [-0.1000, -0.1000] n=1 tie |"),
+            std::string::npos) << md;
   EXPECT_NE(md.find("| compresskv | 50% |"), std::string::npos) << md;  // % of the full cache
   EXPECT_NE(md.find("| compresskv-uniform | 48.0 |"), std::string::npos) << md;  // the ablation rows
   EXPECT_NE(md.find("| lowest KL | snapkv 0.1000 |"), std::string::npos) << md;
   EXPECT_EQ(md.find("HeadKV against Ada-KV"), std::string::npos) << md;  // neither was run
+}
+
+// Hand-computed intervals on tiny record sets. Records pair by task|id, not by their order.
+nlohmann::json prompt_rec(const std::string& task, const std::string& id, const std::string& m, const std::string& b,
+                          double score) {
+  return {{"task", task}, {"id", id}, {"method", m}, {"budget", b}, {"kv_percent_of_full", b == "full" ? 100.0 : 2.0},
+          {"score", score}};
+}
+
+TEST(EvalReport, PairedIntervalByHandIsAWin) {
+  // compresskv beats snapkv by exactly 10 on each of three prompts, listed in another order:
+  // every resample mean is 10, so the interval is [10, 10] and excludes 0: a win.
+  std::vector<nlohmann::json> recs = {
+      prompt_rec("niah_passkey", "p1", "compresskv", "32", 100), prompt_rec("niah_passkey", "p2", "compresskv", "32", 60),
+      prompt_rec("niah_passkey", "p3", "compresskv", "32", 20),  prompt_rec("niah_passkey", "p3", "snapkv", "32", 10),
+      prompt_rec("niah_passkey", "p1", "snapkv", "32", 90),      prompt_rec("niah_passkey", "p2", "snapkv", "32", 50)};
+  nlohmann::json cmp = nlohmann::json::array();
+  const std::string md = comparison_markdown(recs, &cmp);
+  EXPECT_NE(md.find("| compresskv vs best baseline | 60.0 vs 50.0 snapkv: +10.0 [+10.0, +10.0] n=3 **win** |"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("vs snapkv 1 wins, 0 ties, 0 losses."), std::string::npos) << md;
+  // The same comparison as data, with the same fields.
+  ASSERT_EQ(cmp.size(), 1u) << cmp.dump(1);
+  EXPECT_EQ(cmp[0]["section"], "compresskv_vs_baselines");
+  EXPECT_EQ(cmp[0]["table"], "niah_passkey");
+  EXPECT_EQ(cmp[0]["subset"], "all");
+  EXPECT_EQ(cmp[0]["budget"], "32");
+  EXPECT_EQ(cmp[0]["a"], "compresskv");
+  EXPECT_EQ(cmp[0]["b"], "snapkv");
+  EXPECT_DOUBLE_EQ(cmp[0]["mean"].get<double>(), 10.0);
+  EXPECT_DOUBLE_EQ(cmp[0]["lo"].get<double>(), 10.0);
+  EXPECT_DOUBLE_EQ(cmp[0]["hi"].get<double>(), 10.0);
+  EXPECT_EQ(cmp[0]["prompts"], 3);
+  EXPECT_EQ(cmp[0]["verdict"], "win");
+  EXPECT_EQ(cmp[0]["seed"], 0);
+  EXPECT_EQ(cmp[0]["resamples"], 10000);
+}
+
+TEST(EvalReport, ADifferenceInsideTheIntervalIsATie) {
+  // d = {0, 20}: mean +10, but resample means are 0, 10, 20 with probabilities 1/4, 1/2, 1/4, so
+  // the 2.5 % point is 0 and the interval [0, 20] does not exclude 0: a tie, whatever the means.
+  std::vector<nlohmann::json> recs = {
+      prompt_rec("niah_passkey", "a", "compresskv", "32", 100), prompt_rec("niah_passkey", "b", "compresskv", "32", 20),
+      prompt_rec("niah_passkey", "a", "snapkv", "32", 100),     prompt_rec("niah_passkey", "b", "snapkv", "32", 0)};
+  nlohmann::json cmp = nlohmann::json::array();
+  const std::string md = comparison_markdown(recs, &cmp);
+  EXPECT_NE(md.find("| compresskv vs best baseline | 60.0 vs 50.0 snapkv: +10.0 [+0.0, +20.0] n=2 tie |"),
+            std::string::npos) << md;
+  ASSERT_EQ(cmp.size(), 1u);
+  EXPECT_EQ(cmp[0]["verdict"], "tie");
+  // Only the prompts both ran are paired: a third prompt of compresskv alone changes nothing.
+  recs.push_back(prompt_rec("niah_passkey", "c", "compresskv", "32", 0));
+  EXPECT_NE(comparison_markdown(recs).find("+10.0 [+0.0, +20.0] n=2 tie"), std::string::npos);
+  // A loss is a loss only where the interval lies below 0.
+  recs = {prompt_rec("niah_passkey", "a", "compresskv", "32", 0), prompt_rec("niah_passkey", "b", "compresskv", "32", 10),
+          prompt_rec("niah_passkey", "a", "snapkv", "32", 30), prompt_rec("niah_passkey", "b", "snapkv", "32", 40)};
+  EXPECT_NE(comparison_markdown(recs).find("5.0 vs 35.0 snapkv: -30.0 [-30.0, -30.0] n=2 **loss** |"),
+            std::string::npos) << comparison_markdown(recs);
+}
+
+TEST(EvalReport, FullCacheCorrectAndWrongPromptsApart) {
+  // The full cache gets p1 and p2 right, p3 wrong; snapkv keeps p1 only, and gets p3 "right".
+  std::vector<nlohmann::json> recs = {
+      prompt_rec("niah_passkey", "p1", "full", "full", 100), prompt_rec("niah_passkey", "p2", "full", "full", 100),
+      prompt_rec("niah_passkey", "p3", "full", "full", 0),   prompt_rec("niah_passkey", "p1", "snapkv", "32", 100),
+      prompt_rec("niah_passkey", "p2", "snapkv", "32", 0),   prompt_rec("niah_passkey", "p3", "snapkv", "32", 100)};
+  const std::string md = summary_markdown(recs);
+  EXPECT_NE(md.find("## niah_passkey (n = 3)"), std::string::npos) << md;
+  EXPECT_NE(md.find("| snapkv | 66.7 (2.00%) |"), std::string::npos) << md;
+  EXPECT_NE(md.find("### niah_passkey: full cache correct (2 prompts)\n\n| method | B=32 | full |\n|---|---|---|\n"
+                    "| full | | 100.0 (100.00%) |\n| snapkv | 50.0 (2.00%) | |"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("### niah_passkey: full cache wrong (1 prompt)\n\n| method | B=32 | full |\n|---|---|---|\n"
+                    "| full | | 0.0 (100.00%) |\n| snapkv | 100.0 (2.00%) | |"),
+            std::string::npos) << md;
+  nlohmann::json cmp = nlohmann::json::array();
+  const std::string c = comparison_markdown(recs, &cmp);
+  // Correct subset: d = {0, -100}: means 0, -50, -100 -> [-100, 0], a tie at n = 2.
+  EXPECT_NE(c.find("niah_passkey, full cache correct (2 prompts):"), std::string::npos) << c;
+  EXPECT_NE(c.find("| snapkv | -50.0 [-100.0, +0.0] n=2 tie |"), std::string::npos) << c;
+  EXPECT_NE(c.find("niah_passkey, full cache wrong (1 prompt):"), std::string::npos) << c;
+  EXPECT_NE(c.find("| snapkv | +100.0 [+100.0, +100.0] n=1 tie |"), std::string::npos) << c;
+  ASSERT_EQ(cmp.size(), 2u) << cmp.dump(1);
+  EXPECT_EQ(cmp[0]["subset"], "full_correct");
+  EXPECT_EQ(cmp[0]["prompts"], 2);
+  EXPECT_EQ(cmp[1]["subset"], "full_wrong");
+  EXPECT_EQ(cmp[1]["b"], "full");
 }
 
 // ---- on the model ----------------------------------------------------------------------------
@@ -479,6 +584,41 @@ TEST_F(EvalModel, CliNiahLimit2EndToEnd) {
   EXPECT_FALSE(fs::exists(dir.string() + "x"));
   EXPECT_NE(std::system(("'" + cli + "' eval nosuchtask --out '" + dir.string() + "' 2>/dev/null").c_str()), 0);
   EXPECT_NE(std::system(("'" + cli + "' report /nonexistent/dir 2>/dev/null").c_str()), 0);
+  // Every record carries the method's settings, the last part of its resume key.
+  for (const auto& r : read_records((dir / "samples.jsonl").string())) {
+    ASSERT_TRUE(r.contains("method_settings")) << r.dump();
+    if (r["method"] == "snapkv") {
+      EXPECT_EQ(r["method_settings"], "window=8;kernel=7;pooling=max");  // KVCache-Factory's setting
+      EXPECT_EQ(r["method_params"]["pooling"], "max");
+      EXPECT_EQ(r["window"], 8);
+    } else if (r["method"] == "cake") {
+      EXPECT_EQ(r["method_params"]["pooling"], "avg");  // CAKE's own code: avg, kernel 5
+      EXPECT_EQ(r["method_params"]["kernel"], "5");
+      EXPECT_EQ(r["method_params"]["gamma"], "200");
+    } else {
+      EXPECT_EQ(r["method_settings"], "full");
+    }
+  }
+  // Other settings for a configuration the folder already holds: refused before anything is
+  // written, never reused and never mixed in beside the old records.
+  EXPECT_NE(std::system((base + " --pooling avg 2>/dev/null").c_str()), 0);
+  EXPECT_NE(std::system((base + " --param cake:gamma=100 2>/dev/null").c_str()), 0);
+  EXPECT_EQ(read_records((dir / "samples.jsonl").string()).size(), 6u);
+  {
+    std::ifstream cf3(dir / "config.json");
+    EXPECT_EQ(nlohmann::json::parse(cf3)["configs_run_last_invocation"].get<int>(), 1);  // not rewritten
+  }
+  // Records of an older kvtrim (no settings) are not taken for any settings either.
+  {
+    auto recs2 = read_records((dir / "samples.jsonl").string());
+    std::ofstream o(dir / "samples.jsonl", std::ios::trunc);
+    for (auto& r : recs2) {
+      r.erase("method_settings");
+      o << r.dump() << "\n";
+    }
+  }
+  EXPECT_NE(std::system((base + " 2>/dev/null").c_str()), 0);
+  EXPECT_EQ(read_records((dir / "samples.jsonl").string()).size(), 6u);
   fs::remove_all(dir);
 }
 

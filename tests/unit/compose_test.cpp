@@ -432,3 +432,21 @@ TEST(Method, HalfAndBf16ViewsCompressLikeFloat) {
 }
 
 }  // namespace
+
+namespace {
+
+// Each window-scoring method pools as the code it reproduces (registry.hpp, params::pooling):
+// CompressKV's and CAKE's releases avg 5, the KVCache-Factory / HeadKV lineage max 7.
+TEST(Registry, PoolingDefaultsFollowEachMethodsOwnCode) {
+  auto def = [](const char* m, const char* key) { return kvtrim::find_method(m).param(key)->default_value; };
+  for (const char* m : {"compresskv", "compresskv-uniform", "compresskv-chunk", "cake"}) {
+    EXPECT_EQ(def(m, "pooling"), "avg") << m;
+    EXPECT_EQ(def(m, "kernel"), "5") << m;
+  }
+  for (const char* m : {"snapkv", "pyramidkv", "adakv", "headkv", "adakv-compresskv", "chunkkv"}) {
+    EXPECT_EQ(def(m, "pooling"), "max") << m;
+    EXPECT_EQ(def(m, "kernel"), "7") << m;
+  }
+}
+
+}  // namespace

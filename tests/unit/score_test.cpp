@@ -20,6 +20,8 @@
 #include "kvtrim/core/shape.hpp"
 #include "kvtrim/score/aggregation.hpp"
 #include "kvtrim/score/cake.hpp"
+#include "kvtrim/compose/registry.hpp"
+#include "kvtrim/score/misgrouped.hpp"
 #include "kvtrim/score/pooling.hpp"
 #include "kvtrim/score/random.hpp"
 #include "kvtrim/score/streaming.hpp"
@@ -730,6 +732,58 @@ TEST(ScoreBadInput, RejectedWithTheBadValueNamed) {
   few_kv.kv_heads = 1;
   few_kv.q_heads = 2;
   expect_error([&] { ok.score(0, L.view(), {}, few_kv); }, "exceed the model's 1 KV heads");
+}
+
+// The defect snapkv-paper / pyramidkv-paper reproduce, on constructed input: 2 KV heads x G = 2.
+// Query head h reads KV head h / G; each attends to one planted token of its KV head's keys:
+// head 0 -> token 1, head 1 -> token 2 (KV head 0), head 2 -> token 3, head 3 -> token 4 (KV
+// head 1). Grouped right, KV head 0's row is high at tokens 1 and 2 (its own queries); the
+// release's reshape [H] -> [G][KV] + mean over G scores KV head 0 by heads 0 and 2: tokens 1 and 3.
+TEST(ScoreMisgrouped, KvHeadScoredByTheWrongQueryHeads) {
+  layer_data L(2, 2, 12, 2, 4);
+  L.k(0, 1, 0) = 10.0f;  // KV head 0: token 1 along x0, token 2 along x1
+  L.k(0, 2, 1) = 10.0f;
+  L.k(1, 3, 0) = 10.0f;  // KV head 1: token 3 along x0, token 4 along x1
+  L.k(1, 4, 1) = 10.0f;
+  for (index_t i = 0; i < L.w; ++i) {
+    L.q(0, i, 0) = L.q(2, i, 0) = 1.0f;  // heads 0 and 2 look along x0
+    L.q(1, i, 1) = L.q(3, i, 1) = 1.0f;  // heads 1 and 3 along x1
+  }
+  const model_shape shape = L.shape(1);
+  const token_scores right = kvtrim::window_attention{pooling::none, 1}.score(0, L.view(), {}, shape);
+  const token_scores wrong = kvtrim::misgrouped_window_attention{pooling::none, 1}.score(0, L.view(), {}, shape);
+  ASSERT_EQ(wrong.rows(), 2);
+  ASSERT_EQ(wrong.candidates, 10);
+  auto top2 = [](const token_scores& s, index_t r) {
+    std::vector<index_t> idx(static_cast<size_t>(s.candidates));
+    for (index_t j = 0; j < s.candidates; ++j) idx[static_cast<size_t>(j)] = j;
+    std::sort(idx.begin(), idx.end(), [&](index_t a, index_t b) { return s.row(r)[a] > s.row(r)[b]; });
+    std::vector<index_t> t(idx.begin(), idx.begin() + 2);
+    std::sort(t.begin(), t.end());
+    return t;
+  };
+  EXPECT_EQ(top2(right, 0), (std::vector<index_t>{1, 2}));
+  EXPECT_EQ(top2(right, 1), (std::vector<index_t>{3, 4}));
+  EXPECT_EQ(top2(wrong, 0), (std::vector<index_t>{1, 3}));  // heads 0 and 2
+  EXPECT_EQ(top2(wrong, 1), (std::vector<index_t>{2, 4}));  // heads 1 and 3
+  // Row j is the sum of query heads j, j + KV of the right per-head scores (heads = {h} alone).
+  for (index_t r = 0; r < 2; ++r)
+    for (index_t j = 0; j < 10; ++j) {
+      double want = 0;
+      for (int h : {static_cast<int>(r), static_cast<int>(r + 2)}) {
+        const token_scores one = kvtrim::window_attention{pooling::none, 1}.score(0, L.view(), {h}, shape);
+        want += one.row(h / 2)[j];
+      }
+      EXPECT_NEAR(wrong.row(r)[j], want, 1e-5) << r << "/" << j;
+    }
+  EXPECT_EQ(kvtrim::misgrouped_row(5, 3), 2);
+  // A tensor-parallel shard cannot reproduce it (the wrong rows cross shards): refused.
+  EXPECT_THROW(kvtrim::misgrouped_window_attention{}.score(0, L.shard(1, 1), {}, shape), kvtrim::error);
+  // The registry's reproductions: named, never evaluated by default.
+  for (const char* m : {"snapkv-paper", "pyramidkv-paper"}) {
+    EXPECT_FALSE(kvtrim::find_method(m).evaluated_by_default) << m;
+    EXPECT_NE(kvtrim::find_method(m).paper.find("defect reproduction"), std::string::npos) << m;
+  }
 }
 
 }  // namespace
