@@ -24,6 +24,10 @@ const std::vector<probe_needle>& retrieval_needles() {
        "The best way to calm a nervous horse is to hum a slow lullaby and offer it a green apple.",
        "What is the best way to calm a nervous horse?", "hum a slow lullaby and offer it a green apple",
        "The best way to calm a nervous horse is to"},
+      {"clock",
+       "The oldest clock in the Fenwick museum was cast from melted church bells in 1642.",
+       "What was the oldest clock in the Fenwick museum cast from?", "melted church bells",
+       "The oldest clock in the Fenwick museum was cast from"},
   };
   return n;
 }
