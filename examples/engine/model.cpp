@@ -123,7 +123,11 @@ void rope_tables(const std::vector<double>& inv_freq, int64_t pos, float* cos_t,
 // h * hd); k, v are [n_kv][n][hd]. Work items are (KV head, block of queries): the G query heads
 // of a KV head are stacked so one GEMM scores them all. Keys go by tiles with an online softmax
 // (running max and sum per row), so a tile's scores stay in cache and nothing is O(n^2) in memory.
-void causal_attention(const strided_map& q, const float* k, const float* v, const model_config& c, matrix& out) {
+// With col_sums ([n_head][n], zeroed by the caller), also the column sums of the attention
+// weights over every query: a second Q.K^T pass per query block once its row maxima and sums are
+// final (no P.V product), into per-thread sums added at the end.
+void causal_attention(const strided_map& q, const float* k, const float* v, const model_config& c, matrix& out,
+                      float* col_sums = nullptr) {
   constexpr int64_t block = 64, tile = 256;
   static_assert(tile % block == 0, "a key tile must never start inside a query block");
   const int64_t n = q.rows();
@@ -136,6 +140,7 @@ void causal_attention(const strided_map& q, const float* k, const float* v, cons
   {
     matrix qs(G * block, hd), s(G * block, tile), o(G * block, hd);
     Eigen::ArrayXf m(G * block), sum(G * block);
+    std::vector<float> my_sums(col_sums ? static_cast<size_t>(c.n_head) * static_cast<size_t>(n) : 0, 0.0f);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t b = n_blocks - 1 - it / c.n_kv_head;  // longest blocks first, for balance
@@ -167,6 +172,23 @@ void causal_attention(const strided_map& q, const float* k, const float* v, cons
       for (int gi = 0; gi < G; ++gi)
         out.block(q0, static_cast<int64_t>(g * G + gi) * hd, rows, hd) =
             (ob.middleRows(gi * rows, rows).array().colwise() / sum.segment(gi * rows, rows)).matrix();
+      if (col_sums) {
+        for (int64_t t0 = 0; t0 < kend; t0 += tile) {
+          const int64_t tw = std::min(tile, kend - t0);
+          auto st = s.topLeftCorner(R, tw);
+          st.noalias() = qs.topRows(R) * const_row_map(k + (g * n + t0) * hd, tw, hd).transpose();
+          for (int64_t r = 0; r < R; ++r) {
+            const int64_t valid = std::min(tw, q0 + r % rows + 1 - t0);
+            float* dst = my_sums.data() + (static_cast<int64_t>(g * G) + r / rows) * n + t0;
+            const float inv = 1.0f / sum(r);
+            for (int64_t j = 0; j < valid; ++j) dst[j] += std::exp((st(r, j) - m(r)) * scale) * inv;
+          }
+        }
+      }
+    }
+    if (col_sums) {
+#pragma omp critical(kvhost_attention_sums)
+      for (size_t i = 0; i < my_sums.size(); ++i) col_sums[i] += my_sums[i];
     }
   }
 }
@@ -316,6 +338,9 @@ prefill_result model::prefill(const std::vector<int32_t>& tokens, kv_store& cach
       const auto& L = layers_[static_cast<size_t>(l)];
       rms_norm_rows(x, 0, n, L.attn_norm, eps, h);
       qkv.noalias() = h * L.wqkv.transpose();
+      // Queries before RoPE, for a hook that asks for them (expected attention).
+      matrix pre_rope_q;
+      if (hook && hook.wants_prompt_queries()) pre_rope_q = qkv.leftCols(q_dim);
       // RoPE on Q in place; K (rotated) and V are copied into per-head [kv_head][n][hd] buffers,
       // the layout the hook and the store use.
       std::vector<float> k(static_cast<size_t>(kv_dim * n)), v(k.size());
@@ -333,7 +358,9 @@ prefill_result model::prefill(const std::vector<int32_t>& tokens, kv_store& cach
       }
       const strided_map q(qkv.data(), n, q_dim, Eigen::OuterStride<>(qkv.cols()));
 
-      causal_attention(q, k.data(), v.data(), c, attn);
+      std::vector<float> attention_sums;
+      if (hook && hook.wants_attention_sums()) attention_sums.assign(static_cast<size_t>(c.n_head * n), 0.0f);
+      causal_attention(q, k.data(), v.data(), c, attn, attention_sums.empty() ? nullptr : attention_sums.data());
 
       std::vector<int64_t> keep(static_cast<size_t>(c.n_kv_head), n);
       if (hook) {
@@ -342,7 +369,14 @@ prefill_result model::prefill(const std::vector<int32_t>& tokens, kv_store& cach
           row_map(q_window.data() + static_cast<int64_t>(hh) * window * hd, window, hd) =
               q.block(n - window, static_cast<int64_t>(hh) * hd, window, hd);
         const auto t_hook = clock_type::now();
-        keep = hook(l, k.data(), v.data(), q_window.data(), n, window);
+        layer_extras extras;
+        extras.attention_sums = attention_sums.empty() ? nullptr : attention_sums.data();
+        extras.prompt_queries = pre_rope_q.size() ? pre_rope_q.data() : nullptr;
+        extras.q_stride = q_dim;
+        extras.wo = L.wo.data();
+        extras.wo_rows = L.wo.rows();
+        extras.inv_freq = inv_freq_.data();
+        keep = hook(l, k.data(), v.data(), q_window.data(), n, window, extras);
         res.hook_seconds += seconds_since(t_hook);
         if (keep.size() != static_cast<size_t>(c.n_kv_head))
           throw std::invalid_argument("prefill: hook returned " + std::to_string(keep.size()) + " lengths for layer " +
