@@ -124,8 +124,8 @@ void rope_tables(const std::vector<double>& inv_freq, int64_t pos, float* cos_t,
 // of a KV head are stacked so one GEMM scores them all. Keys go by tiles with an online softmax
 // (running max and sum per row), so a tile's scores stay in cache and nothing is O(n^2) in memory.
 // With col_sums ([n_head][n], zeroed by the caller), also the column sums of the attention
-// weights over every query: a second Q.K^T pass per query block once its row maxima and sums are
-// final (no P.V product), into per-thread sums added at the end.
+// weights over every query: a second Q.K^T pass once every row's maximum and sum are final (no
+// P.V product), by key tile so each sum is added in one fixed order.
 void causal_attention(const strided_map& q, const float* k, const float* v, const model_config& c, matrix& out,
                       float* col_sums = nullptr) {
   constexpr int64_t block = 64, tile = 256;
@@ -136,11 +136,12 @@ void causal_attention(const strided_map& q, const float* k, const float* v, cons
   const int64_t items = n_blocks * c.n_kv_head;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   out.resize(n, q.cols());
+  std::vector<float> row_max(col_sums ? static_cast<size_t>(c.n_head) * static_cast<size_t>(n) : 0);
+  std::vector<float> row_sum(row_max.size());
 #pragma omp parallel
   {
     matrix qs(G * block, hd), s(G * block, tile), o(G * block, hd);
     Eigen::ArrayXf m(G * block), sum(G * block);
-    std::vector<float> my_sums(col_sums ? static_cast<size_t>(c.n_head) * static_cast<size_t>(n) : 0, 0.0f);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t b = n_blocks - 1 - it / c.n_kv_head;  // longest blocks first, for balance
@@ -172,23 +173,40 @@ void causal_attention(const strided_map& q, const float* k, const float* v, cons
       for (int gi = 0; gi < G; ++gi)
         out.block(q0, static_cast<int64_t>(g * G + gi) * hd, rows, hd) =
             (ob.middleRows(gi * rows, rows).array().colwise() / sum.segment(gi * rows, rows)).matrix();
-      if (col_sums) {
-        for (int64_t t0 = 0; t0 < kend; t0 += tile) {
-          const int64_t tw = std::min(tile, kend - t0);
-          auto st = s.topLeftCorner(R, tw);
-          st.noalias() = qs.topRows(R) * const_row_map(k + (g * n + t0) * hd, tw, hd).transpose();
-          for (int64_t r = 0; r < R; ++r) {
-            const int64_t valid = std::min(tw, q0 + r % rows + 1 - t0);
-            float* dst = my_sums.data() + (static_cast<int64_t>(g * G) + r / rows) * n + t0;
-            const float inv = 1.0f / sum(r);
-            for (int64_t j = 0; j < valid; ++j) dst[j] += std::exp((st(r, j) - m(r)) * scale) * inv;
-          }
+      if (col_sums)  // the rows' final max and sum, for the column pass below
+        for (int64_t r = 0; r < R; ++r) {
+          const size_t at = static_cast<size_t>((static_cast<int64_t>(g * G) + r / rows) * n + q0 + r % rows);
+          row_max[at] = m(r);
+          row_sum[at] = sum(r);
+        }
+    }
+  }
+  if (!col_sums) return;
+  // Column sums: each task owns one key tile of one KV head's G query heads and adds, in a fixed
+  // order, exp((s - max) / sqrt(d)) / sum over every query block that sees the tile (a second
+  // Q.K^T, no P.V): the same bits whatever the thread count or schedule.
+  const int64_t n_tiles = (n + tile - 1) / tile;
+#pragma omp parallel
+  {
+    matrix qs(G * block, hd), s(G * block, tile);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < n_tiles * c.n_kv_head; ++it) {
+      const int g = static_cast<int>(it % c.n_kv_head);
+      const int64_t t0 = (it / c.n_kv_head) * tile, tw = std::min(tile, n - t0);
+      for (int64_t q0 = t0; q0 < n; q0 += block) {  // tile % block == 0: blocks start at t0
+        const int64_t rows = std::min(block, n - q0), R = G * rows;
+        for (int gi = 0; gi < G; ++gi)
+          qs.middleRows(gi * rows, rows) = q.block(q0, static_cast<int64_t>(g * G + gi) * hd, rows, hd);
+        auto st = s.topLeftCorner(R, tw);
+        st.noalias() = qs.topRows(R) * const_row_map(k + (g * n + t0) * hd, tw, hd).transpose();
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t valid = std::min(tw, q0 + r % rows + 1 - t0);
+          const int64_t head = static_cast<int64_t>(g * G) + r / rows;
+          const size_t at = static_cast<size_t>(head * n + q0 + r % rows);
+          Eigen::Map<Eigen::ArrayXf>(col_sums + head * n + t0, valid) +=
+              ((st.row(r).head(valid).array() - row_max[at]) * scale).exp() / row_sum[at];
         }
       }
-    }
-    if (col_sums) {
-#pragma omp critical(kvhost_attention_sums)
-      for (size_t i = 0; i < my_sums.size(); ++i) col_sums[i] += my_sums[i];
     }
   }
 }
