@@ -9,10 +9,12 @@
 // attention matrix. kvtrim needs only its column sums, which the engine accumulates during its
 // own prefill attention (layer_kv::attention_sums, method_info::needs_attention_sums):
 //   attention_sums(i, j, 0) = sum over prompt queries t >= j of softmax(q_t K^T / sqrt(d))_j,
-// for query head i -- n floats per query head, never the n x n matrix. The reference host
-// (examples/engine/model.cpp) does it in a second Q.K^T pass per query block once the row
-// maxima and sums are final (no P.V product), only when the method asks for it;
-// docs/METHODS.md gives the measured prefill overhead.
+// for query head i -- n floats per query head, never the n x n matrix. An engine with a
+// flash-style attention has each row's max m and sum l at the end of its pass; a second Q.K^T pass
+// adds exp((s - m) / sqrt(d)) / l into per-key sums (no P.V product). The reference host
+// (examples/engine/model.cpp, causal_attention) does exactly that, by key tile so every sum is
+// added in one fixed order, and only when the method asks for it (prefill_hook::with_extras);
+// docs/BENCHMARKS.md "Prefill inputs of h2o and expected_attention" has the measured overhead.
 //
 // Deliberate differences: sums over the G query heads instead of the mean (same order);
 // `normalize = none` gives H2O's own raw accumulated sum (the paper's score, which favours early
