@@ -12,20 +12,33 @@ compression_session::compression_session(const kvtrim::method& m, kv_store& cach
                                          int64_t prompt_length)
     : method_(m), store_(cache), seq_(m.begin(prompt_length)) {}
 
+// The hook asks the prefill for what the method reads beyond K, V and the window's queries
+// (method_info::needs_*): the attention's column sums (h2o) and the pre-RoPE queries
+// (expected_attention); W_o and the RoPE frequencies always come with the layer.
 prefill_hook compression_session::hook() {
-  return [this](int layer, float* k, float* v, const float* q, int64_t n, int64_t w) {
-    return on_layer(layer, k, v, q, n, w);
-  };
+  const kvtrim::method_info& info = method_.info();
+  return prefill_hook::with_extras(
+      [this](int layer, float* k, float* v, const float* q, int64_t n, int64_t w, const layer_extras& e) {
+        return on_layer(layer, k, v, q, n, w, e);
+      },
+      info.needs_attention_sums, info.needs_prompt_queries);
 }
 
-std::vector<int64_t> compression_session::on_layer(int layer, float* k, float* v,
-                                                   const float* q_window, int64_t n, int64_t window) {
+std::vector<int64_t> compression_session::on_layer(int layer, float* k, float* v, const float* q_window,
+                                                   int64_t n, int64_t window, const layer_extras& e) {
   const auto t0 = std::chrono::steady_clock::now();
   const kvtrim::model_shape s = method_.shape();
   kvtrim::layer_kv<float> kv;
   kv.keys = kvtrim::view3<float>::head_major(k, s.kv_heads, n, s.head_dim);
   kv.values = kvtrim::view3<float>::head_major(v, s.kv_heads, n, s.head_dim);
   kv.queries = kvtrim::view3<const float>::head_major(q_window, s.q_heads, window, s.head_dim);
+  const int64_t q_dim = s.q_heads * s.head_dim;
+  if (e.wo)  // o_proj [n_embd][q_dim]: head i's slice is columns [i d, (i + 1) d)
+    kv.out_proj = kvtrim::view3<const float>(e.wo, s.q_heads, e.wo_rows, s.head_dim, s.head_dim, q_dim, 1);
+  if (e.attention_sums) kv.attention_sums = kvtrim::view3<const float>::head_major(e.attention_sums, s.q_heads, n, 1);
+  if (e.prompt_queries)
+    kv.prompt_queries = kvtrim::view3<const float>(e.prompt_queries, s.q_heads, n, s.head_dim, s.head_dim, e.q_stride, 1);
+  if (e.inv_freq) kv.rope.inv_freq = e.inv_freq;  // the host's RoPE pairs (i, i + d/2): halves
   std::vector<int64_t> lengths = seq_->compress_layer(layer, kv, store_);
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return lengths;

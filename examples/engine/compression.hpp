@@ -30,7 +30,7 @@ class compression_session {
 
  private:
   std::vector<int64_t> on_layer(int layer, float* k, float* v, const float* q_window, int64_t n,
-                                int64_t window);
+                                int64_t window, const layer_extras& extras);
   // The host's side of CAKE's re-trims: the store's heads as kvtrim views.
   struct store final : kvtrim::layer_store<float> {
     explicit store(kv_store& c) : cache(c) {}

@@ -123,7 +123,11 @@ void rope_tables(const std::vector<double>& inv_freq, int64_t pos, float* cos_t,
 // h * hd); k, v are [n_kv][n][hd]. Work items are (KV head, block of queries): the G query heads
 // of a KV head are stacked so one GEMM scores them all. Keys go by tiles with an online softmax
 // (running max and sum per row), so a tile's scores stay in cache and nothing is O(n^2) in memory.
-void causal_attention(const strided_map& q, const float* k, const float* v, const model_config& c, matrix& out) {
+// With col_sums ([n_head][n], zeroed by the caller), also the column sums of the attention
+// weights over every query: a second Q.K^T pass once every row's maximum and sum are final (no
+// P.V product), by key tile so each sum is added in one fixed order.
+void causal_attention(const strided_map& q, const float* k, const float* v, const model_config& c, matrix& out,
+                      float* col_sums = nullptr) {
   constexpr int64_t block = 64, tile = 256;
   static_assert(tile % block == 0, "a key tile must never start inside a query block");
   const int64_t n = q.rows();
@@ -132,6 +136,8 @@ void causal_attention(const strided_map& q, const float* k, const float* v, cons
   const int64_t items = n_blocks * c.n_kv_head;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   out.resize(n, q.cols());
+  std::vector<float> row_max(col_sums ? static_cast<size_t>(c.n_head) * static_cast<size_t>(n) : 0);
+  std::vector<float> row_sum(row_max.size());
 #pragma omp parallel
   {
     matrix qs(G * block, hd), s(G * block, tile), o(G * block, hd);
@@ -167,6 +173,40 @@ void causal_attention(const strided_map& q, const float* k, const float* v, cons
       for (int gi = 0; gi < G; ++gi)
         out.block(q0, static_cast<int64_t>(g * G + gi) * hd, rows, hd) =
             (ob.middleRows(gi * rows, rows).array().colwise() / sum.segment(gi * rows, rows)).matrix();
+      if (col_sums)  // the rows' final max and sum, for the column pass below
+        for (int64_t r = 0; r < R; ++r) {
+          const size_t at = static_cast<size_t>((static_cast<int64_t>(g * G) + r / rows) * n + q0 + r % rows);
+          row_max[at] = m(r);
+          row_sum[at] = sum(r);
+        }
+    }
+  }
+  if (!col_sums) return;
+  // Column sums: each task owns one key tile of one KV head's G query heads and adds, in a fixed
+  // order, exp((s - max) / sqrt(d)) / sum over every query block that sees the tile (a second
+  // Q.K^T, no P.V): the same bits whatever the thread count or schedule.
+  const int64_t n_tiles = (n + tile - 1) / tile;
+#pragma omp parallel
+  {
+    matrix qs(G * block, hd), s(G * block, tile);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < n_tiles * c.n_kv_head; ++it) {
+      const int g = static_cast<int>(it % c.n_kv_head);
+      const int64_t t0 = (it / c.n_kv_head) * tile, tw = std::min(tile, n - t0);
+      for (int64_t q0 = t0; q0 < n; q0 += block) {  // tile % block == 0: blocks start at t0
+        const int64_t rows = std::min(block, n - q0), R = G * rows;
+        for (int gi = 0; gi < G; ++gi)
+          qs.middleRows(gi * rows, rows) = q.block(q0, static_cast<int64_t>(g * G + gi) * hd, rows, hd);
+        auto st = s.topLeftCorner(R, tw);
+        st.noalias() = qs.topRows(R) * const_row_map(k + (g * n + t0) * hd, tw, hd).transpose();
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t valid = std::min(tw, q0 + r % rows + 1 - t0);
+          const int64_t head = static_cast<int64_t>(g * G) + r / rows;
+          const size_t at = static_cast<size_t>(head * n + q0 + r % rows);
+          Eigen::Map<Eigen::ArrayXf>(col_sums + head * n + t0, valid) +=
+              ((st.row(r).head(valid).array() - row_max[at]) * scale).exp() / row_sum[at];
+        }
+      }
     }
   }
 }
@@ -316,6 +356,9 @@ prefill_result model::prefill(const std::vector<int32_t>& tokens, kv_store& cach
       const auto& L = layers_[static_cast<size_t>(l)];
       rms_norm_rows(x, 0, n, L.attn_norm, eps, h);
       qkv.noalias() = h * L.wqkv.transpose();
+      // Queries before RoPE, for a hook that asks for them (expected attention).
+      matrix pre_rope_q;
+      if (hook && hook.wants_prompt_queries()) pre_rope_q = qkv.leftCols(q_dim);
       // RoPE on Q in place; K (rotated) and V are copied into per-head [kv_head][n][hd] buffers,
       // the layout the hook and the store use.
       std::vector<float> k(static_cast<size_t>(kv_dim * n)), v(k.size());
@@ -333,7 +376,9 @@ prefill_result model::prefill(const std::vector<int32_t>& tokens, kv_store& cach
       }
       const strided_map q(qkv.data(), n, q_dim, Eigen::OuterStride<>(qkv.cols()));
 
-      causal_attention(q, k.data(), v.data(), c, attn);
+      std::vector<float> attention_sums;
+      if (hook && hook.wants_attention_sums()) attention_sums.assign(static_cast<size_t>(c.n_head * n), 0.0f);
+      causal_attention(q, k.data(), v.data(), c, attn, attention_sums.empty() ? nullptr : attention_sums.data());
 
       std::vector<int64_t> keep(static_cast<size_t>(c.n_kv_head), n);
       if (hook) {
@@ -342,7 +387,14 @@ prefill_result model::prefill(const std::vector<int32_t>& tokens, kv_store& cach
           row_map(q_window.data() + static_cast<int64_t>(hh) * window * hd, window, hd) =
               q.block(n - window, static_cast<int64_t>(hh) * hd, window, hd);
         const auto t_hook = clock_type::now();
-        keep = hook(l, k.data(), v.data(), q_window.data(), n, window);
+        layer_extras extras;
+        extras.attention_sums = attention_sums.empty() ? nullptr : attention_sums.data();
+        extras.prompt_queries = pre_rope_q.size() ? pre_rope_q.data() : nullptr;
+        extras.q_stride = q_dim;
+        extras.wo = L.wo.data();
+        extras.wo_rows = L.wo.rows();
+        extras.inv_freq = inv_freq_.data();
+        keep = hook(l, k.data(), v.data(), q_window.data(), n, window, extras);
         res.hook_seconds += seconds_since(t_hook);
         if (keep.size() != static_cast<size_t>(c.n_kv_head))
           throw std::invalid_argument("prefill: hook returned " + std::to_string(keep.size()) + " lengths for layer " +

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "engine/gguf.hpp"
@@ -43,8 +45,49 @@ struct model_config {
 // last `window` queries ([q_head][window][head_dim], after RoPE). Returns the retained length of
 // each KV head: rows [0, len) are kept and copied into the store; the full-length buffers are
 // freed after the call.
-using prefill_hook = std::function<std::vector<int64_t>(int layer, float* k, float* v, const float* q_window,
-                                                        int64_t n, int64_t window)>;
+//
+// Some methods read more of the layer (kvtrim's method_info::needs_*); a hook made with
+// prefill_hook::with_extras says which, and the prefill then computes them for it (only then):
+struct layer_extras {
+  const float* attention_sums = nullptr;  // [n_head][n]: column sums of the causal attention over
+                                          // every prompt query (wants_attention_sums)
+  const float* prompt_queries = nullptr;  // [n][row stride q_stride], head h at column h * head_dim:
+  int64_t q_stride = 0;                   // the queries BEFORE RoPE (wants_prompt_queries)
+  const float* wo = nullptr;              // always: o_proj weight, [wo_rows = n_embd][n_head * head_dim] row-major
+  int64_t wo_rows = 0;
+  const double* inv_freq = nullptr;       // always: head_dim / 2 RoPE frequencies (pairs (i, i + d/2))
+};
+using prefill_hook_fn = std::function<std::vector<int64_t>(int layer, float* k, float* v, const float* q_window,
+                                                           int64_t n, int64_t window)>;
+using prefill_hook_extras_fn = std::function<std::vector<int64_t>(
+    int layer, float* k, float* v, const float* q_window, int64_t n, int64_t window, const layer_extras& extras)>;
+class prefill_hook {
+ public:
+  prefill_hook() = default;
+  template <class F, std::enable_if_t<std::is_invocable_r_v<std::vector<int64_t>, F&, int, float*, float*,
+                                                            const float*, int64_t, int64_t>,
+                                      int> = 0>
+  prefill_hook(F f) : fn_(std::move(f)) {}  // NOLINT(google-explicit-constructor): any plain hook
+  static prefill_hook with_extras(prefill_hook_extras_fn f, bool attention_sums, bool prompt_queries) {
+    prefill_hook h;
+    h.extras_fn_ = std::move(f);
+    h.sums_ = attention_sums;
+    h.queries_ = prompt_queries;
+    return h;
+  }
+  explicit operator bool() const { return fn_ || extras_fn_; }
+  bool wants_attention_sums() const { return sums_; }
+  bool wants_prompt_queries() const { return queries_; }
+  std::vector<int64_t> operator()(int layer, float* k, float* v, const float* q_window, int64_t n, int64_t window,
+                                  const layer_extras& e = {}) const {
+    return extras_fn_ ? extras_fn_(layer, k, v, q_window, n, window, e) : fn_(layer, k, v, q_window, n, window);
+  }
+
+ private:
+  prefill_hook_fn fn_;
+  prefill_hook_extras_fn extras_fn_;
+  bool sums_ = false, queries_ = false;
+};
 
 // Optional observer of every decode step, called per layer right after its attention: q is the
 // step's query ([n_head][head_dim], after RoPE), `cache` holds this layer's rows including the new
@@ -85,6 +128,9 @@ class model {
   model& operator=(const model&) = delete;
 
   const model_config& config() const { return cfg_; }
+  // Layer l's o_proj weight, [n_embd][n_head * head_dim] row-major; the RoPE frequencies.
+  const float* out_proj(int layer) const { return layers_.at(static_cast<size_t>(layer)).wo.data(); }
+  const std::vector<double>& rope_frequencies() const { return inv_freq_; }
 
   // Resets `cache` to this model's shape, runs the prompt and leaves its (possibly compressed)
   // K/V in the cache with n_past() = tokens.size(). `window` (1..n) is only used with a hook.

@@ -8,7 +8,8 @@
 
 namespace kvhost {
 
-prefill_capture capture_prefill(const model& mdl, const std::vector<int32_t>& prompt, int64_t window) {
+prefill_capture capture_prefill(const model& mdl, const std::vector<int32_t>& prompt, int64_t window,
+                                bool attention_sums, bool prompt_queries) {
   const model_config& c = mdl.config();
   prefill_capture cap;
   cap.n_layer = c.n_layer;
@@ -20,8 +21,19 @@ prefill_capture capture_prefill(const model& mdl, const std::vector<int32_t>& pr
   cap.k.resize(static_cast<size_t>(c.n_layer));
   cap.v.resize(cap.k.size());
   cap.q.resize(cap.k.size());
+  cap.mdl = &mdl;
+  if (attention_sums) cap.attention_sums.resize(cap.k.size());
+  if (prompt_queries) cap.prompt_queries.resize(cap.k.size());
   // The hook keeps everything: it copies and returns the full length of every head.
-  const prefill_hook keep_all = [&cap](int layer, float* k, float* v, const float* q, int64_t n, int64_t w) {
+  const auto keep_all_fn = [&cap](int layer, float* k, float* v, const float* q, int64_t n, int64_t w,
+                                  const layer_extras& e) {
+    const auto l = static_cast<size_t>(layer);
+    if (e.attention_sums) cap.attention_sums[l].assign(e.attention_sums, e.attention_sums + cap.n_head * n);
+    if (e.prompt_queries) {
+      const int64_t qd = static_cast<int64_t>(cap.n_head) * cap.head_dim;
+      cap.prompt_queries[l].resize(static_cast<size_t>(n * qd));
+      for (int64_t t = 0; t < n; ++t) std::copy_n(e.prompt_queries + t * e.q_stride, qd, cap.prompt_queries[l].data() + t * qd);
+    }
     const size_t kv = static_cast<size_t>(cap.n_kv_head) * static_cast<size_t>(n) * static_cast<size_t>(cap.head_dim);
     const size_t qs = static_cast<size_t>(cap.n_head) * static_cast<size_t>(w) * static_cast<size_t>(cap.head_dim);
     cap.k[static_cast<size_t>(layer)].assign(k, k + kv);
@@ -29,6 +41,7 @@ prefill_capture capture_prefill(const model& mdl, const std::vector<int32_t>& pr
     cap.q[static_cast<size_t>(layer)].assign(q, q + qs);
     return std::vector<int64_t>(static_cast<size_t>(cap.n_kv_head), n);
   };
+  const prefill_hook keep_all = prefill_hook::with_extras(keep_all_fn, attention_sums, prompt_queries);
   kv_store scratch(c.n_layer, c.n_kv_head, c.head_dim);
   prefill_result r = mdl.prefill(prompt, scratch, keep_all, static_cast<int>(cap.window));
   cap.logits = std::move(r.logits);
@@ -60,7 +73,18 @@ double build_cache(const prefill_capture& cap, const kvtrim::method* m, kv_store
     const float* qa = cap.q[size_t(l)].data();
     for (int h = 0; h < cap.n_head; ++h)  // the last w of the captured window's rows
       std::copy_n(qa + (h * cap.window + cap.window - w) * hd, w * hd, q.data() + h * w * hd);
-    const std::vector<int64_t> keep = hook(l, k.data(), v.data(), q.data(), n, w);
+    layer_extras e;
+    if (cap.mdl) {
+      e.wo = cap.mdl->out_proj(l);
+      e.wo_rows = cap.mdl->config().n_embd;
+      e.inv_freq = cap.mdl->rope_frequencies().data();
+    }
+    if (!cap.attention_sums.empty()) e.attention_sums = cap.attention_sums[size_t(l)].data();
+    if (!cap.prompt_queries.empty()) {
+      e.prompt_queries = cap.prompt_queries[size_t(l)].data();
+      e.q_stride = static_cast<int64_t>(cap.n_head) * hd;
+    }
+    const std::vector<int64_t> keep = hook(l, k.data(), v.data(), q.data(), n, w, e);
     for (int g = 0; g < cap.n_kv_head; ++g)
       cache.assign(l, g, k.data() + g * n * hd, v.data() + g * n * hd, keep[size_t(g)]);
   }

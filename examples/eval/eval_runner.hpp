@@ -22,6 +22,10 @@ struct prefill_capture {
   int64_t n = 0;       // prompt tokens
   int64_t window = 0;  // queries kept per head (the largest window any method may ask for)
   std::vector<std::vector<float>> k, v, q;  // [layer]
+  // Only when captured for methods that read them (method_info::needs_*): per layer the
+  // attention's column sums ([n_head][n]) and the pre-RoPE queries ([n][n_head * head_dim]).
+  std::vector<std::vector<float>> attention_sums, prompt_queries;
+  const model* mdl = nullptr;  // W_o and the RoPE frequencies, read in place
   std::vector<float> logits;                // last prompt position
   double prefill_s = 0;
 
@@ -33,7 +37,9 @@ struct prefill_capture {
 
 // Prefills `prompt` once, keeping full K/V of every layer and the last `window` queries
 // (window clamped to [1, n]). Throws like model::prefill for a bad prompt.
-prefill_capture capture_prefill(const model& mdl, const std::vector<int32_t>& prompt, int64_t window);
+// `attention_sums` / `prompt_queries` also keep what h2o / expected_attention read.
+prefill_capture capture_prefill(const model& mdl, const std::vector<int32_t>& prompt, int64_t window,
+                                bool attention_sums = false, bool prompt_queries = false);
 
 // Fills `cache` with the prompt's K/V as `m` would have left it at the end of prefill (null or
 // `full`: uncompressed). Returns the seconds spent inside kvtrim. Throws kvtrim::error when the

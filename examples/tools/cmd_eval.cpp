@@ -172,6 +172,12 @@ int cmd_eval(int argc, char** argv) {
   std::vector<std::string> methods =
       a.list("methods", default_methods(h.prof != nullptr));
   for (const auto& name : methods) kvtrim::find_method(name);  // unknown: one line, the accepted names
+  // What the capture keeps beyond K, V and the window: only what a listed method reads.
+  bool need_sums = false, need_queries = false;
+  for (const auto& name : methods) {
+    need_sums = need_sums || kvtrim::find_method(name).needs_attention_sums;
+    need_queries = need_queries || kvtrim::find_method(name).needs_prompt_queries;
+  }
   const auto entries = method_param_entries(a, methods);
   std::string profile_fp = "none";
   if (!h.profile_path.empty()) {
@@ -383,7 +389,8 @@ int cmd_eval(int argc, char** argv) {
     double capture_s = 0;
     if (!separate) {
       const auto t0 = std::chrono::steady_clock::now();
-      cap = std::make_unique<kvhost::prefill_capture>(kvhost::capture_prefill(*h.mdl, s.prompt, window));
+      cap = std::make_unique<kvhost::prefill_capture>(
+          kvhost::capture_prefill(*h.mdl, s.prompt, window, need_sums, need_queries));
       capture_s = since(t0);
       prefill_total += cap->prefill_s;
     }

@@ -40,6 +40,9 @@ nlohmann::json to_json(const kvtrim::method_info& m) {
           {"needs", {{"semantic_retrieval", m.needs_semantic_retrieval},
                      {"retrieval_reasoning", m.needs_retrieval_reasoning},
                      {"layer_error", m.needs_layer_error}}},
+          {"layer_inputs", {{"out_proj", m.needs_out_proj},
+                            {"attention_sums", m.needs_attention_sums},
+                            {"prompt_queries", m.needs_prompt_queries}}},
           {"cascades", m.cascades},
           {"evaluated_by_default", m.evaluated_by_default}};
 }

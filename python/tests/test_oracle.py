@@ -55,7 +55,12 @@ def run_oracle(oracle, tmp_path, name, K, V, Q, prof_path):
     return keeps, final
 
 
-@pytest.mark.parametrize("name", kvtrim.method_names())
+# Methods that read layer inputs beyond K, V and the window (W_o, the attention's column sums, the
+# pre-RoPE queries; docs/METHODS.md): the binding does not take those yet (docs/PYTHON.md).
+NEEDS_LAYER_INPUTS = {"criticalkv", "h2o", "expected_attention"}
+
+
+@pytest.mark.parametrize("name", [n for n in kvtrim.method_names() if n not in NEEDS_LAYER_INPUTS])
 def test_python_equals_cpp(name, oracle, fixtures, tmp_path):
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     K = [rng.standard_normal((HKV, N, D)).astype(np.float32) for _ in range(L)]

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "cuda_test_util.cuh"
@@ -41,9 +42,20 @@ TEST(CudaRegistry, EveryRegisteredMethodMatchesTheCpuFront) {
     spec.prof = &prof;
     if (name == "cake") spec.params = {{"gamma", "0"}};  // see methods_test.cu: planted inputs
     const kvtrim::method host = kvtrim::make_method(spec, shape);
-    if (name == "tova" || name == "keydiff" ||  // no device scorer yet: a clear error
-        name == "snapkv-paper" || name == "pyramidkv-paper" ||
-        kvtrim::find_method(name).cascades) {    // no device re-trim yet (CAKE): refused
+    const bool no_device_scorer = name == "tova" || name == "keydiff" || name == "criticalkv" ||
+                                  name == "h2o" || name == "expected_attention" ||
+                                  name == "snapkv-paper" || name == "pyramidkv-paper";
+    if (no_device_scorer) {  // a clear error naming the method
+      try {
+        kc::make_method(spec, shape);
+        ADD_FAILURE() << name << ": cuda::make_method accepted a method without a device scorer";
+      } catch (const kvtrim::error& e) {
+        EXPECT_NE(std::string(e.what()).find("has no CUDA path"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+      }
+      continue;
+    }
+    if (kvtrim::find_method(name).cascades) {  // no device re-trim yet (CAKE): refused
       EXPECT_THROW(kc::make_method(spec, shape), kvtrim::error) << name;
       continue;
     }

@@ -80,6 +80,8 @@ TEST_F(Compression, EveryMethodAnswersTheNeedleAtEqualBytes) {
     // that round differently have seen PyramidKV and Ada-KV stop at "sit in a park": 0.67).
     // knorm ranks keys by their norm alone, without the question: measured here it keeps "to
     // eat" and loses the rest (recall 0.25), so like random it is held to the byte count only.
+    // Measured 2026-12-02: criticalkv 1.00, h2o 0.67 ("sit in a park"), expected_attention 0.67
+    // ("sit in Dolores Park").
     if (name != "random" && name != "knorm") {
       EXPECT_GE(recall, 0.6) << name << ": " << r.answer;
       EXPECT_NE(r.answer.find("sandwich"), std::string::npos) << name << ": " << r.answer;

@@ -465,13 +465,15 @@ TEST_F(EvalModel, OnePrefillEqualsSeparateRuns) {
   const needle_prompt p = build_needle_prompt(*tok_, essays_, 300, 0.4, classic_needle());
   const auto shape = kvtrim_shape(model_->config());
   const auto stops = default_stop_tokens(*file_);
-  const prefill_capture cap = capture_prefill(*model_, p.tokens, 8);
+  // With the attention's column sums and the pre-RoPE queries, for h2o and expected_attention.
+  const prefill_capture cap = capture_prefill(*model_, p.tokens, 8, true, true);
   EXPECT_EQ(cap.n, static_cast<int64_t>(p.tokens.size()));
 
   std::unique_ptr<kvtrim::profile> prof;
   const std::string prof_path = std::string(KVTRIM_SOURCE_DIR) + "/profiles/smollm2-135m-instruct.json";
   if (fs::exists(prof_path)) prof = std::make_unique<kvtrim::profile>(kvtrim::load_profile(prof_path));
-  std::vector<std::string> names{"full", "streaming", "snapkv", "pyramidkv", "adakv", "cake"};
+  std::vector<std::string> names{"full", "streaming", "snapkv", "pyramidkv", "adakv", "cake",
+                                 "criticalkv", "h2o", "expected_attention"};
   if (prof) names.insert(names.end(), {"headkv", "compresskv", "compresskv-uniform"});
   for (const auto& name : names) {
     kvtrim::method_spec c;

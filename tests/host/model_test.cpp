@@ -318,3 +318,53 @@ TEST(KvStore, ShrinkRejectsBadLengthsAndChangesNothing) {
 // ---- decode attention ------------------------------------------------------------------------
 
 }  // namespace
+
+namespace {
+// The inputs a hook made with_extras asks for (h2o, expected_attention): each query's softmax sums
+// to 1, so a head's column sums add up to n, and the last key is seen by the last query alone; the
+// pre-RoPE queries, rotated by the host's RoPE, are the window's queries.
+TEST_F(ModelTest, PrefillExtrasAreTheAttentionColumnSumsAndThePreRopeQueries) {
+  const auto& c = m().config();
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 300; ++i) prompt.push_back(static_cast<int32_t>(1000 + (i * 37) % 5000));
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  const int w = 4;
+  int layers_seen = 0;
+  const auto fn = [&](int, float*, float*, const float* qw, int64_t len, int64_t win,
+                      const kvhost::layer_extras& e) {
+    ++layers_seen;
+    EXPECT_EQ(len, n);
+    EXPECT_NE(e.wo, nullptr);
+    EXPECT_EQ(e.wo_rows, c.n_embd);
+    if (!e.attention_sums || !e.prompt_queries) {
+      ADD_FAILURE() << "extras missing";
+      return std::vector<int64_t>(static_cast<size_t>(c.n_kv_head), len);
+    }
+    for (int h = 0; h < c.n_head; ++h) {
+      double total = 0;
+      for (int64_t j = 0; j < len; ++j) total += e.attention_sums[h * len + j];
+      EXPECT_NEAR(total, static_cast<double>(len), 1e-3 * static_cast<double>(len)) << "head " << h;
+      EXPECT_GT(e.attention_sums[h * len + len - 1], 0.f);
+      EXPECT_LE(e.attention_sums[h * len + len - 1], 1.f + 1e-5f);
+    }
+    // Rotate the pre-RoPE query of the last position (pairs (i, i + d/2)) and compare.
+    const int hd = c.head_dim, half = hd / 2;
+    for (int h = 0; h < c.n_head; ++h) {
+      const float* pre = e.prompt_queries + (len - 1) * e.q_stride + h * hd;
+      const float* post = qw + (static_cast<int64_t>(h) * win + win - 1) * hd;
+      for (int i = 0; i < half; ++i) {
+        const double a = static_cast<double>(len - 1) * e.inv_freq[i];
+        const double x0 = pre[i], x1 = pre[i + half];
+        EXPECT_NEAR(x0 * std::cos(a) - x1 * std::sin(a), post[i], 1e-3 * (1 + std::abs(post[i])));
+        EXPECT_NEAR(x1 * std::cos(a) + x0 * std::sin(a), post[i + half], 1e-3 * (1 + std::abs(post[i + half])));
+      }
+    }
+    return std::vector<int64_t>(static_cast<size_t>(c.n_kv_head), len);
+  };
+  kv_store cache;
+  const kvhost::prefill_hook hook = kvhost::prefill_hook::with_extras(fn, true, true);
+  EXPECT_TRUE(hook.wants_attention_sums() && hook.wants_prompt_queries());
+  m().prefill(prompt, cache, hook, w);
+  EXPECT_EQ(layers_seen, c.n_layer);
+}
+}  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -18,13 +19,20 @@ using kvtrim::index_t;
 struct layer_buffers {
   index_t kv_heads, q_heads, n, w, d;
   std::vector<float> k, v, q;
+  // The optional inputs of criticalkv, h2o and expected_attention (W_o with 3 outputs, attention
+  // column sums, pre-RoPE queries); the other methods never read them.
+  std::vector<float> wo, sums, pq;
   layer_buffers(index_t kvh, index_t qh, index_t n_, index_t w_, index_t d_, unsigned seed)
       : kv_heads(kvh), q_heads(qh), n(n_), w(w_), d(d_), k(size_t(kvh * n_ * d_)),
-        v(size_t(kvh * n_ * d_)), q(size_t(qh * w_ * d_)) {
+        v(size_t(kvh * n_ * d_)), q(size_t(qh * w_ * d_)), wo(size_t(qh * 3 * d_)),
+        sums(size_t(qh * n_)), pq(size_t(qh * n_ * d_)) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> g(0.f, 1.f);
     for (auto& x : k) x = g(rng);
     for (auto& x : q) x = g(rng);
+    for (auto& x : wo) x = g(rng);
+    for (auto& x : sums) x = std::abs(g(rng));
+    for (auto& x : pq) x = g(rng);
     // V rows carry their (head, token) identity so moved rows can be recognised.
     for (index_t h = 0; h < kvh; ++h)
       for (index_t t = 0; t < n_; ++t)
@@ -38,6 +46,12 @@ struct layer_buffers {
     kv.values = kvtrim::view3<float>::head_major(v.data(), kv_heads, n, d).head_range(head_begin, heads);
     kv.queries = kvtrim::view3<const float>::head_major(q.data(), q_heads, w, d)
                      .head_range(head_begin * g, heads * g);
+    kv.out_proj = kvtrim::view3<const float>::head_major(wo.data(), q_heads, 3, d).head_range(head_begin * g, heads * g);
+    kv.attention_sums =
+        kvtrim::view3<const float>::head_major(sums.data(), q_heads, n, 1).head_range(head_begin * g, heads * g);
+    kv.prompt_queries =
+        kvtrim::view3<const float>::head_major(pq.data(), q_heads, n, d).head_range(head_begin * g, heads * g);
+    kv.rope.base = 10000.0;
     kv.kv_head_offset = head_begin;
     return kv;
   }

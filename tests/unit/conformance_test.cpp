@@ -45,11 +45,22 @@ template <class T>
 struct layer {
   bool token_major;
   std::vector<T> k, v, q;
+  // The optional inputs some methods read (layer_kv.hpp): W_o, attention column sums, pre-RoPE
+  // prompt queries; every method gets them, the others never look.
+  static constexpr index_t kHidden = 5;
+  std::vector<T> wo, pq;
+  std::vector<float> sums;
   layer(unsigned seed, bool tm) : token_major(tm), k(size_t(kShape.kv_heads * kN * kShape.head_dim)),
-                                  v(k.size()), q(size_t(kShape.q_heads * kW * kShape.head_dim)) {
+                                  v(k.size()), q(size_t(kShape.q_heads * kW * kShape.head_dim)),
+                                  wo(size_t(kShape.q_heads * kHidden * kShape.head_dim)),
+                                  pq(size_t(kShape.q_heads * kN * kShape.head_dim)),
+                                  sums(size_t(kShape.q_heads * kN)) {
     std::mt19937 g(seed);
     std::normal_distribution<float> nd(0.f, 1.f);
     for (auto& x : q) x = kvtrim::from_float<T>(nd(g));
+    for (auto& x : wo) x = kvtrim::from_float<T>(nd(g));
+    for (auto& x : pq) x = kvtrim::from_float<T>(nd(g));
+    for (auto& x : sums) x = std::abs(nd(g));
     auto kv = views();
     for (index_t h = 0; h < kShape.kv_heads; ++h)  // in logical order: the same K in both layouts
       for (index_t t = 0; t < kN; ++t)
@@ -70,6 +81,10 @@ struct layer {
     kv.values = token_major ? kvtrim::view3<T>::token_major(v.data(), H, kN, d)
                             : kvtrim::view3<T>::head_major(v.data(), H, kN, d);
     kv.queries = kvtrim::view3<const T>::head_major(q.data(), kShape.q_heads, kW, d);
+    kv.out_proj = kvtrim::view3<const T>::head_major(wo.data(), kShape.q_heads, kHidden, d);
+    kv.prompt_queries = kvtrim::view3<const T>::head_major(pq.data(), kShape.q_heads, kN, d);
+    kv.attention_sums = kvtrim::view3<const float>::head_major(sums.data(), kShape.q_heads, kN, 1);
+    kv.rope.base = 10000.0;
     return kv;
   }
   index_t token_at(index_t h, index_t row) {

@@ -50,6 +50,16 @@ template <class A, class = void>
 struct keeps_all_tokens : std::false_type {};
 template <class A>
 struct keeps_all_tokens<A, std::void_t<decltype(A::keeps_all)>> : std::bool_constant<A::keeps_all> {};
+
+// Scorers whose ranking depends on each head's budget (CriticalKV's two stages) provide
+//   token_scores rank(const token_scores& s, const std::vector<index_t>& budgets) const;
+// select() calls it between the allocator and select_top (the allocator sees the raw scores).
+template <class S, class = void>
+struct ranks_by_budget : std::false_type {};
+template <class S>
+struct ranks_by_budget<S, std::void_t<decltype(std::declval<const S&>().rank(
+                              std::declval<const token_scores&>(),
+                              std::declval<const std::vector<index_t>&>()))>> : std::true_type {};
 }  // namespace detail
 
 template <class HeadSelector, class TokenScorer, class BudgetAllocator,
@@ -152,7 +162,11 @@ class compressor {
                     "scores for a prompt of ", s.prompt_length(), " tokens (window ", s.window,
                     ") do not match the plan's ", p.prompt_length, " (window ", p.window, ")");
     const std::vector<index_t> budgets = alloc_.head_budgets(p.alloc, layer, s);
-    selection sel = select_top(s, budgets);
+    selection sel;
+    if constexpr (detail::ranks_by_budget<TokenScorer>::value)
+      sel = select_top(scorer_.rank(s, budgets), budgets);
+    else
+      sel = select_top(s, budgets);
     if constexpr (cascades) remember(p, layer, s, sel);
     return sel;
   }

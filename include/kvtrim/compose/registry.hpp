@@ -24,9 +24,12 @@
 #include "kvtrim/profile/profile.hpp"
 #include "kvtrim/score/cake.hpp"
 #include "kvtrim/score/chunked.hpp"
+#include "kvtrim/score/critical.hpp"
+#include "kvtrim/score/expected_attention.hpp"
 #include "kvtrim/score/keydiff.hpp"
 #include "kvtrim/score/knorm.hpp"
 #include "kvtrim/score/misgrouped.hpp"
+#include "kvtrim/score/observed_attention.hpp"
 #include "kvtrim/score/random.hpp"
 #include "kvtrim/score/streaming.hpp"
 #include "kvtrim/score/tova.hpp"
@@ -46,6 +49,10 @@ struct method_info {
   bool needs_layer_error = false;          // profile: layer eviction-error weights
   bool cascades = false;  // re-trims earlier layers (compress_layer needs a layer_store)
   bool evaluated_by_default = false;  // in `kvtrim eval`'s default --methods (the papers' set)
+  // Optional layer_kv inputs the host must pass (core/layer_kv.hpp), beyond K, V and the window:
+  bool needs_out_proj = false;        // out_proj: W_o per query head (CriticalKV)
+  bool needs_attention_sums = false;  // attention_sums: prefill attention column sums (H2O)
+  bool needs_prompt_queries = false;  // prompt_queries (pre-RoPE) and rope (Expected Attention)
 
   bool needs_profile() const {
     return needs_semantic_retrieval || needs_retrieval_reasoning || needs_layer_error;
@@ -386,6 +393,75 @@ struct compresskv_chunk {  // CompressKV's shared set, kept chunk by chunk
   }
 };
 
+struct criticalkv {  // CriticalKV's two stages on SnapKV scores, Ada-KV budgets (CriticalAdaKVPress)
+  static constexpr const char* name = "criticalkv";
+  static method_info info() {
+    method_info m{name, "CriticalKV, Feng et al. 2025 (arXiv:2502.03805)", "all",
+                  "as snapkv, half the budget then × ‖v·W_o‖₁", "head-adaptive within a layer, α = 0.2",
+                  params::pooling({params::real("alpha", "0.2", 0, 1, "floor: share split evenly"),
+                                   params::real("epsilon", "1e-4", 0, 1e30,
+                                                "added to the mean score before the value-norm weight"),
+                                   params::real("first_stage", "0.5", 0, 1,
+                                                "budget share chosen by the raw score")})};
+    m.needs_out_proj = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    critical<window_attention> s;
+    s.base = a.window();
+    s.epsilon = a.params.real("epsilon");
+    s.first_stage = a.params.real("first_stage");
+    s.validate();
+    return c(all_heads{}, s, head_adaptive<uniform>(a.params.real("alpha")));
+  }
+};
+
+struct h2o {  // observed attention of every prompt query (kvpress ObservedAttentionPress)
+  static constexpr const char* name = "h2o";
+  static method_info info() {
+    method_info m{name, "H2O, Zhang et al. 2023 (arXiv:2306.14048)", "all",
+                  "attention from every prompt query, per KV head", "uniform",
+                  {params::choice("normalize", "count", {"count", "none"},
+                                  "divide by the queries that see the key (kvpress), or H2O's raw sum")}};
+    m.needs_attention_sums = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    observed_attention s;
+    s.norm = a.params.text("normalize") == "none" ? observed_attention::normalize::none
+                                                  : observed_attention::normalize::count;
+    return c(all_heads{}, s, uniform{});
+  }
+};
+
+struct expected_attention {  // kvpress ExpectedAttentionPress, statistics of the prompt's queries
+  static constexpr const char* name = "expected_attention";
+  static method_info info() {
+    method_info m{name, "Expected Attention, Devoto et al. 2025 (arXiv:2510.00636)", "all",
+                  "expected attention of the next 512 queries × ‖v‖₂, per KV head", "uniform",
+                  {params::integer("n_future", "512", 1, 1 << 20, "future positions RoPE is averaged over"),
+                   params::integer("n_sink", "4", 0, 1 << 20, "first tokens always kept, left out of the statistics"),
+                   {"covariance", param_kind::boolean, "true", 0, 1, {}, "use the queries' covariance", false},
+                   {"vnorm", param_kind::boolean, "true", 0, 1, {}, "weight by the value's L2 norm", false},
+                   params::real("epsilon", "0", 0, 1e30, "added to the mean score before the value norm")}};
+    m.needs_prompt_queries = true;
+    return m;
+  }
+  template <class C>
+  static auto build(C&& c, const build_args& a) {
+    kvtrim::expected_attention s;
+    s.n_future = a.params.integer("n_future");
+    s.n_sink = a.params.integer("n_sink");
+    s.use_covariance = a.params.boolean("covariance");
+    s.use_vnorm = a.params.boolean("vnorm");
+    s.epsilon = a.params.real("epsilon");
+    s.validate();
+    return c(all_heads{}, s, uniform{});
+  }
+};
+
 // Reproductions of a defect, never defaults (score/misgrouped.hpp): the SnapKV and PyramidKV
 // baselines as CompressKV's release ran them, KV head j scored by query heads j, j + KV, ...
 // instead of its own GQA group; pooling avg 5, that release's evaluation default.
@@ -425,6 +501,7 @@ using all_methods = std::tuple<methods::full, methods::random, methods::streamin
                                methods::compresskv, methods::compresskv_uniform,
                                methods::adakv_compresskv, methods::knorm, methods::tova,
                                methods::keydiff, methods::chunkkv, methods::compresskv_chunk,
+                               methods::criticalkv, methods::h2o, methods::expected_attention,
                                methods::snapkv_paper, methods::pyramidkv_paper>;
 
 // Calls f(entry) for each registered method type, in registry order.

@@ -1,12 +1,29 @@
 #pragma once
 // One sequence's view of one layer at the end of prefill: K, V and the observation window's
 // queries, all after RoPE, in the engine's own memory.
+#include <cmath>
 #include <vector>
 
 #include "kvtrim/core/error.hpp"
 #include "kvtrim/core/view.hpp"
 
 namespace kvtrim {
+
+// The rotary embedding a model applies to Q and K, for scorers that reason about future query
+// positions (expected_attention). Pairs (i, i + d/2) rotate by pos * base^(-2i/d) ("halves": the
+// Hugging Face / Llama layout, which the reference host uses) or (2i, 2i + 1) ("adjacent":
+// llama.cpp's "normal" layout of unpermuted GGUF weights). `inv_freq`, when set, overrides the
+// frequencies (d/2 of them: RoPE scaling of Llama 3 and others).
+struct rope_spec {
+  enum class pairing { halves, adjacent };
+  double base = 0.0;  // 0 = not given
+  pairing pairs = pairing::halves;
+  const double* inv_freq = nullptr;
+  bool given() const { return base > 0.0 || inv_freq != nullptr; }
+  double frequency(index_t i, index_t dim) const {
+    return inv_freq ? inv_freq[i] : std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(dim));
+  }
+};
 
 template <class T>
 struct layer_kv {
@@ -15,6 +32,21 @@ struct layer_kv {
   view3<const T> queries;  // [q_head][w][dim]: queries of prompt positions [length - w, length)
   index_t length = 0;      // prompt tokens of this sequence (0 = keys.tokens())
   index_t kv_head_offset = 0;  // global index of keys' first KV head (tensor-parallel shards)
+
+  // Optional inputs, read only by the methods whose method_info asks for them (the others never
+  // look); all cover the same query heads as `queries` (the shard's G x KV heads).
+  //   out_proj (needs_out_proj, CriticalKV): the attention output projection W_o per query head,
+  //     [q_head][hidden][head_dim] with (i, k, d) = W_o[k][i * head_dim + d], W_o being the
+  //     [hidden][q_heads * head_dim] o_proj weight: for a row-major o_proj, heads stride
+  //     head_dim, "tokens" stride q_heads * head_dim, dim stride 1 -- a view, no copy.
+  //   attention_sums (needs_attention_sums, H2O): [q_head][n][1], column sums of the prefill
+  //     attention, sum over every prompt query i >= j of softmax(q_i K^T / sqrt(d))_j.
+  //   prompt_queries (needs_prompt_queries, expected_attention): every prompt position's query
+  //     BEFORE RoPE, [q_head][n][head_dim]; with `rope`, the rotation the model applies.
+  view3<const T> out_proj;
+  view3<const float> attention_sums;
+  view3<const T> prompt_queries;
+  rope_spec rope;
 
   index_t prompt_length() const { return length > 0 ? length : keys.tokens(); }
   index_t window() const { return queries.tokens(); }

@@ -19,6 +19,11 @@ struct token_scores {
   index_t candidates = 0;      // n - w
   index_t window = 0;          // w
   std::vector<float> values;   // rows() x candidates, row-major
+  // Second-stage weights of two-stage scorers (CriticalKV's projected value norms), rows() x
+  // candidates like `values`, summed the same way; empty for every other scorer.
+  std::vector<float> weights;
+  double weight_epsilon = 0.0;  // stage two ranks by (value + weight_epsilon) x weight; the same
+                                // on every rank (accumulate leaves it)
 
   // Layer statistics for CAKE's layer preference, summed over contributing query heads
   // (reducible by addition, like the scores).
@@ -49,9 +54,10 @@ struct token_scores {
   // Adds another shard's partial scores of the same rows (the all-reduce of a TP engine).
   void accumulate(const token_scores& o) {
     detail::require(o.shared == shared && o.candidates == candidates && o.window == window &&
-                        o.values.size() == values.size(),
+                        o.values.size() == values.size() && o.weights.size() == weights.size(),
                     "token_scores::accumulate: shapes differ");
     for (size_t i = 0; i < values.size(); ++i) values[i] += o.values[i];
+    for (size_t i = 0; i < weights.size(); ++i) weights[i] += o.weights[i];
     entropy_sum += o.entropy_sum;
     variance_sum += o.variance_sum;
     stat_heads += o.stat_heads;

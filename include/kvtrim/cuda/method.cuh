@@ -10,7 +10,8 @@
 //   std::size_t bytes = seq->workspace_bytes(kv_heads, kvtrim::cuda::element::bf16);
 //   seq->compress_layer(layer, kv, lengths_dev, ws, bytes, stream);   // kv: device views
 //
-// Methods whose token scorer has no device specialisation (tova, keydiff so far) are rejected by
+// Methods whose token scorer has no device specialisation (tova, keydiff, criticalkv, h2o,
+// expected_attention so far) are rejected by
 // make_method with a kvtrim::error naming them.
 // seq->syncs() says whether a layer's step syncs the stream (CAKE: its cascade reads two
 // doubles on the host). CAKE's re-trims of earlier layers are not run on the device yet (each

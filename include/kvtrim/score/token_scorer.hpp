@@ -8,7 +8,11 @@
 // `heads` is the head selector's answer for the layer (global query-head ids, ascending; empty =
 // all). The result covers kv's KV heads [kv.kv_head_offset, + kv.kv_heads()) with one row per KV
 // head, or one shared row for the layer, of n - w candidate scores (the window is always kept and
-// needs none): higher keeps. Rows must be SUMS over whatever contributes (query heads, shards),
+// needs none): higher keeps. A scorer whose ranking depends on each head's budget (CriticalKV's
+// two stages) also provides `token_scores rank(const token_scores&, const std::vector<index_t>&
+// budgets) const`: the compressor calls it after the allocator (which sees the raw scores) and
+// selects from its result. Scorers may read layer_kv's optional inputs (out_proj,
+// attention_sums, prompt_queries, rope) when their method_info declares them. Rows must be SUMS over whatever contributes (query heads, shards),
 // so a tensor-parallel engine can add its ranks' partial scores (token_scores::accumulate) and
 // reach the single-rank decision. Bad input throws kvtrim::error before anything is read; the
 // scorer never writes K or V.
@@ -22,7 +26,8 @@
 // docs/ADDING_A_METHOD.md writes a scorer from this page alone.
 //
 // Implementations: window_attention (SnapKV family), cake_scores, streaming, random_scores,
-// knorm, no_scores (compose/keep_all.hpp).
+// knorm, tova, keydiff, chunked<>, critical<> (CriticalKV), observed_attention (H2O),
+// expected_attention, no_scores (compose/keep_all.hpp).
 #include <type_traits>
 #include <utility>
 #include <vector>
