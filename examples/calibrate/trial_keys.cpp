@@ -4,17 +4,6 @@
 
 namespace kvhost::calib {
 
-std::string fnv_hex(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  char b[17];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(h));
-  return b;
-}
-
 std::string needle_trial_key(const std::string& stage, const std::string& needle_name, const std::string& fact,
                              int64_t length, int depth, int depths, int max_new_tokens, std::uint64_t seed) {
   return stage + "|" + needle_name + "|" + fnv_hex(fact) + "|len=" + std::to_string(length) +

@@ -5,10 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "common/fingerprint.hpp"
+
 namespace kvhost::calib {
 
-// FNV-1a 64 in hex, for short fingerprints inside keys.
-std::string fnv_hex(const std::string& s);
+using kvhost::fnv_hex;
 
 // A needle-stage trial: "<stage>|<needle>|<fnv(fact)>|len=..|depth=i/n|new=..|seed=..".
 std::string needle_trial_key(const std::string& stage, const std::string& needle_name, const std::string& fact,

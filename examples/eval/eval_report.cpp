@@ -326,14 +326,21 @@ prompt_index index_prompts(const std::vector<nlohmann::json>& records, bool fami
   return idx;
 }
 
+// m[a][b][c] of a three-level map, or null where any level is missing.
+template <class Map>
+const auto* find3(const Map& m, const std::string& a, const std::string& b, const std::string& c) {
+  using leaf = typename Map::mapped_type::mapped_type::mapped_type;
+  const auto ai = m.find(a);
+  if (ai == m.end()) return static_cast<const leaf*>(nullptr);
+  const auto bi = ai->second.find(b);
+  if (bi == ai->second.end()) return static_cast<const leaf*>(nullptr);
+  const auto ci = bi->second.find(c);
+  return ci == bi->second.end() ? static_cast<const leaf*>(nullptr) : &ci->second;
+}
+
 const prompt_scores* find_scores(const prompt_index& idx, const std::string& t, const std::string& m,
                                  const std::string& b) {
-  const auto ti = idx.find(t);
-  if (ti == idx.end()) return nullptr;
-  const auto mi = ti->second.find(m);
-  if (mi == ti->second.end()) return nullptr;
-  const auto bi = mi->second.find(b);
-  return bi == mi->second.end() ? nullptr : &bi->second;
+  return find3(idx, t, m, b);
 }
 
 // The prompts of table t the full cache gets right (score >= k_full_correct) and wrong.
@@ -567,12 +574,7 @@ family_table family_rows(const std::vector<nlohmann::json>& records) {
 bool lower_is_better(const std::string& family) { return family == "fidelity_kl" || family == "fidelity_ppl"; }
 
 const summary_row* find_row(const family_table& t, const std::string& f, const std::string& m, const std::string& b) {
-  const auto fi = t.find(f);
-  if (fi == t.end()) return nullptr;
-  const auto mi = fi->second.find(m);
-  if (mi == fi->second.end()) return nullptr;
-  const auto bi = mi->second.find(b);
-  return bi == mi->second.end() ? nullptr : &bi->second;
+  return find3(t, f, m, b);
 }
 
 // The numeric budgets any method of family f was run at, ascending.

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "args.hpp"
+#include "common/fingerprint.hpp"
 #include "commands.hpp"
 #include "engine/compression.hpp"
 #include "eval/eval_metrics.hpp"
@@ -89,17 +90,6 @@ struct config_spec {
   std::unique_ptr<kvtrim::method> m;  // null for full
   std::string settings;  // what its records depend on besides the sample (settings_of)
 };
-
-std::string fnv_hex(const std::string& s) {  // FNV-1a 64, a fingerprint inside keys
-  uint64_t x = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    x ^= c;
-    x *= 1099511628211ull;
-  }
-  char b[17];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(x));
-  return b;
-}
 
 // A configuration's settings, the last part of its resume key: the window and every parameter
 // of the method, defaults included (pooling, kernel and the method's own), and for a method that
@@ -182,7 +172,7 @@ int cmd_eval(int argc, char** argv) {
   std::string profile_fp = "none";
   if (!h.profile_path.empty()) {
     std::ifstream pf(h.profile_path, std::ios::binary);
-    profile_fp = fnv_hex(std::string(std::istreambuf_iterator<char>(pf), {}));
+    profile_fp = kvhost::fnv_hex(std::string(std::istreambuf_iterator<char>(pf), {}));
   }
   std::vector<config_spec> configs;
   for (const auto& name : methods) {

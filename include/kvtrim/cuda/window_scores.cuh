@@ -428,12 +428,15 @@ static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
         float var = 0.0f;
         const bool need_var = (prm.cake || prm.stats) && w >= 2;
         float pv[8];
-        for (index_t t0 = 0; t0 < w; t0 += 8) {
+        auto load8 = [&](index_t t0) {  // logits of window rows t0 .. t0 + 7 at candidate jj
 #pragma unroll
           for (int q = 0; q < 8; ++q) {
             const index_t row = static_cast<index_t>(hi) * w + t0 + q;
             pv[q] = t0 + q < w ? logits[row * c + jj] : 0.0f;
           }
+        };
+        for (index_t t0 = 0; t0 < w; t0 += 8) {
+          load8(t0);
 #pragma unroll
           for (int q = 0; q < 8; ++q) {
             if (t0 + q >= w) break;
@@ -446,11 +449,7 @@ static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
         if (need_var) {
           const float mean = s / static_cast<float>(w);
           for (index_t t0 = 0; t0 < w; t0 += 8) {
-#pragma unroll
-            for (int q = 0; q < 8; ++q) {
-              const index_t row = static_cast<index_t>(hi) * w + t0 + q;
-              pv[q] = t0 + q < w ? logits[row * c + jj] : 0.0f;
-            }
+            load8(t0);
 #pragma unroll
             for (int q = 0; q < 8; ++q) {
               if (t0 + q >= w) break;
