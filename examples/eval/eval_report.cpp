@@ -283,7 +283,8 @@ constexpr int k_resamples = 10000;
 // The value a record gives table `t` (a task, a family, or fidelity's three tables); NaN: none.
 double record_value(const nlohmann::json& r, const std::string& t) {
   const char* k = t == "fidelity_kl" ? "kl" : t == "fidelity_ppl" ? "ppl" : "score";
-  return r[k].is_number() ? r[k].get<double>() : std::nan("");
+  const auto it = r.find(k);  // a task merely named like a fidelity table may lack the key
+  return it != r.end() && it->is_number() ? it->get<double>() : std::nan("");
 }
 
 // The tables a record counts in: its task (or family), fidelity's three.

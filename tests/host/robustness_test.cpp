@@ -102,6 +102,15 @@ TEST(EvalRecords, SummarizeRejectsIncompleteRecordsInsteadOfReadingPastThem) {
   ASSERT_EQ(kvhost::summarize(ok).size(), 3u);  // a non-finite ppl (written as null) is not an error
 }
 
+TEST(EvalRecords, TasksNamedLikeFidelityTablesDoNotReadMissingKeys) {
+  // Fuzz finding (eval_records, 2026-12-02): a task called "fidelity_ppl" counts in the table of
+  // that name, whose value is the record's "ppl" -- absent here: const operator[] asserted.
+  const std::vector<nlohmann::json> recs = {
+      nlohmann::json::parse(R"({"task":"fidelity_ppl","id":"a","method":"snapkv","budget":"64","kv_percent_of_full":6.25,"score":100})"),
+      nlohmann::json::parse(R"({"task":"fidelity_ppl","id":"a","method":"compresskv","budget":"64","kv_percent_of_full":6.25,"score":90})")};
+  EXPECT_NO_THROW((void)kvhost::comparison_markdown(recs));
+}
+
 TEST(EvalRecords, ReaderNamesFileAndLineAndSkipsTornLines) {
   const scratch s;
   const std::string good = R"({"task":"x","method":"full","budget":"full","kv_percent_of_full":100,"score":50})";
