@@ -14,6 +14,7 @@
 #include "kvtrim/allocate/pyramid.hpp"
 #include "kvtrim/allocate/uniform.hpp"
 #include "kvtrim/cuda/tensor_parallel.cuh"
+#include "kvtrim/score/knorm.hpp"
 #include "kvtrim/select/all_heads.hpp"
 #include "kvtrim/select/retrieval_heads.hpp"
 
@@ -104,6 +105,7 @@ TEST(CudaTensorParallel, TwoRanksKeepWhatOneGpuKeeps) {
     tp_case<bfloat16>("pyramidkv", all_heads{}, snap, pyramid(20), 8, 4, 128, n, 256, 4, 0);
     tp_case<bfloat16>("headkv", all_heads{}, snap, head_pool(hs, 1.01, head_pool::total::exact), 8, 4, 128, n, 256, 4, 0);
     tp_case<bfloat16>("adakv", all_heads{}, snap, head_adaptive<uniform>(0.2), 8, 4, 128, n, 256, 4, 8);
+    tp_case<bfloat16>("knorm", all_heads{}, knorm{}, uniform{}, 8, 4, 128, n, 256, 4, 0);  // no window scores
     tp_case<bfloat16>("compresskv", retrieval_heads(hs, 4), shared, error_aware(le, 32), 8, 4, 128, n, 256, 4, 4);
     // SmolLM2 heads (3 KV heads of 3 query heads): 3 heads do not split evenly, ranks of 1 and 2
     tp_case<bfloat16>("adakv smollm2", all_heads{}, snap, head_adaptive<uniform>(0.2), 3, 3, 64, n, 128, 1, 3);

@@ -73,6 +73,14 @@ class tp_step {
         row_offset_ = kv.kv_head_offset;
         rows_total_ = sh.kv_heads;
       }
+      if (mode_ != mode::local) {  // the score rows this rank writes, built once
+        table_ = make_head_table(kv, heads_, sh, agg);
+        if (mode_ == mode::shared_rows) {  // one row per scoring head, written at its global place
+          table_.per_head = true;
+          table_.shared = false;
+          table_.rows = table_.count;
+        }
+      }
     } else {
       kvtrim::detail::require(device_scorer<Scorer>::agg(c.scorer()) != aggregation::shared ||
                                   !is_chunked<Scorer>::value,
@@ -99,9 +107,9 @@ class tp_step {
     detail::check_workspace(a, ws, bytes, "cuda::tp_step");
     kvtrim::detail::require(buf != nullptr, "cuda::tp_step: null reduction buffer");
     detail::check_cuda(cudaMemsetAsync(buf, 0, sizeof(float) * reduce_count(), stream), "memset");
-    head_table t = table();
-    window_scores(kv_, t, device_scorer<window_attention>::params(c_.scorer()), x.score,
-                  x.score_bytes, stream, buf + row_offset_ * cand_);
+    if constexpr (std::is_same_v<Scorer, window_attention>)  // the only scorer with a reduction
+      window_scores(kv_, table_, device_scorer<window_attention>::params(c_.scorer()), x.score,
+                    x.score_bytes, stream, buf + row_offset_ * cand_);
   }
 
   void select_evict(float* buf, int* lengths_dev, void* ws, std::size_t bytes, cudaStream_t stream) const {
@@ -168,19 +176,9 @@ class tp_step {
     if constexpr (Compressor::site == budget_site::device_adaptive) return c_.allocator().alpha();
     else return 0.0;
   }
-  head_table table() const {
-    head_table t = make_head_table(kv_, heads_, c_.shape(), c_.scorer().aggregate);
-    if (mode_ == mode::shared_rows) {  // one row per scoring head, written at its global place
-      t.per_head = true;
-      t.shared = false;
-      t.rows = t.count;
-    }
-    return t;
-  }
   pieces carve(detail::arena& a) const {
     pieces x{};
-    const head_table t = table();
-    x.score_bytes = window_scores_workspace_bytes<T>(t, n_, p_.window);
+    x.score_bytes = window_scores_workspace_bytes<T>(table_, n_, p_.window);
     x.score = a.take<char>(x.score_bytes);
     x.row = a.take<float>(static_cast<size_t>(cand_ > 0 ? cand_ : 1));
     x.budgets = a.take<int>(static_cast<size_t>(max_kv_heads));
@@ -199,6 +197,7 @@ class tp_step {
   int layer_;
   layer_kv<T> kv_;
   std::vector<int> heads_;
+  head_table table_{};  // shared_rows / all_heads: the rows this rank scores
   index_t n_ = 0, cand_ = 0, H_ = 0, row_offset_ = 0, rows_total_ = 0;
   mode mode_ = mode::local;
 };
