@@ -90,11 +90,21 @@ static __global__ void __launch_bounds__(256) select_pass(const float* values, i
   const index_t a = static_cast<index_t>(blockIdx.x) * select_chunk;
   const index_t b = a + select_chunk < s.len ? a + select_chunk : s.len;
   const unsigned lane = threadIdx.x % 32;
-  for (index_t i0 = a; i0 < b; i0 += blockDim.x) {  // the same trip count in every lane
-    const index_t i = i0 + threadIdx.x;
+  // All 16 keys of this thread are loaded before the first match (the loads overlap instead of
+  // waiting one global latency each between matches); blockDim.x is 256.
+  constexpr int items = select_chunk / 256;
+  float key_f[items];
+#pragma unroll
+  for (int u = 0; u < items; ++u) {
+    const index_t i = a + u * 256 + threadIdx.x;
+    key_f[u] = i < b ? row[i] : 0.0f;
+  }
+#pragma unroll
+  for (int u = 0; u < items; ++u) {
+    const index_t i = a + u * 256 + threadIdx.x;
     unsigned digit = 0xffffffffu;
     if (i < b) {
-      const std::uint32_t key = order_key(row[i]);
+      const std::uint32_t key = order_key(key_f[u]);
       if (high == 32 || (key >> high) == (s.prefix >> high)) digit = (key >> shift) & mask;
     }
     const unsigned peers = __match_any_sync(0xffffffffu, digit);
