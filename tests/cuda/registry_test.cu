@@ -41,6 +41,11 @@ TEST(CudaRegistry, EveryRegisteredMethodMatchesTheCpuFront) {
     spec.window = w;
     spec.prof = &prof;
     if (name == "cake") spec.params = {{"gamma", "0"}};  // see methods_test.cu: planted inputs
+    // CompressKV's shared row summed over heads whose planted keys sit 3 tokens apart: avg
+    // pooling makes their neighbours near-ties that f32 rounding orders differently on the two
+    // paths, max pooling makes them exact ties (CudaScores checks avg pooling within tolerance)
+    if (name == "compresskv" || name == "compresskv-uniform")
+      spec.params = {{"pooling", "max"}, {"kernel", "7"}};
     const kvtrim::method host = kvtrim::make_method(spec, shape);
     const bool no_device_scorer = name == "tova" || name == "keydiff" || name == "criticalkv" ||
                                   name == "h2o" || name == "expected_attention" ||

@@ -76,6 +76,9 @@ TEST(CudaSelect, TopKMatchesHostWithTiesEverywhere) {
   struct shape_case { int H; index_t n, w; };
   for (const shape_case sc : {shape_case{1, 1, 1}, shape_case{3, 8, 8}, shape_case{3, 9, 8},
                               shape_case{8, 5000, 8}, shape_case{7, 4096 * 3 + 17, 16},
+                              // both sides of the one-block path's limit (block_select.cuh)
+                              shape_case{2, kc::detail::block_select_max + 8, 8},
+                              shape_case{2, kc::detail::block_select_max + 9, 8},
                               shape_case{4, 131072, 8}})
     for (bool shared : {false, true})
       for (int levels : {3, 1000}) {
@@ -98,7 +101,8 @@ TEST(CudaSelect, TopKMatchesHostWithTiesEverywhere) {
 
 TEST(CudaSelect, AdaKVSplitMatchesHost) {
   for (int H : {1, 3, 8})
-    for (index_t n : {index_t(64), index_t(5003), index_t(40000)})
+    // both sides of the one-block split's limit: 3 x 5003 and 8 x 3000 below, 8 x 5003 above
+    for (index_t n : {index_t(64), index_t(5003), index_t(3000 + 8), index_t(40000)})
       for (int levels : {4, 100000})
         for (double alpha : {0.0, 0.2, 1.0}) {
           const index_t w = 8;

@@ -301,10 +301,10 @@ class compressor {
     }
     if constexpr (site == budget_site::device_adaptive) {
       head_adaptive_budgets(s, hb, alloc_.alpha(), x.budgets, x.adaptive, x.adaptive_bytes, stream);
+      select_top(s, x.budgets, x.keep, n, lengths_dev, x.select, x.select_bytes, stream);
     } else {
-      upload_head_ints(hb, x.budgets, stream);
+      select_top(s, hb, x.keep, n, lengths_dev, x.select, x.select_bytes, stream);  // by value
     }
-    select_top(s, x.budgets, x.keep, n, lengths_dev, x.select, x.select_bytes, stream);
     compact_in_place(kv.keys, kv.values, x.keep, n, lengths_dev, n, x.compact, x.compact_bytes, stream);
     if (lengths_host) {
       std::vector<int> tmp(static_cast<size_t>(H));

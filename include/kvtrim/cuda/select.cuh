@@ -9,12 +9,15 @@
 // each row's k-th largest key t and how many of the keys equal to t are still needed; then per
 // chunk of 4096 candidates the count of keys > t and == t, and a block scan writes the kept
 // indices in ascending order (the first `ties` keys equal to t, by index, are kept). No sort, no
-// host round trip; 6 launches per layer (init, 3 passes, count, write). Scores must hold no NaN (the host path rejects
-// them; this path does not look).
+// host round trip; 6 launches per layer (init, 3 passes, count, write). Rows of at most
+// block_select_max candidates take block_select.cuh instead: one block per row, the keys cached
+// in shared memory, one launch. Scores must hold no NaN (the host path rejects them; this path
+// does not look).
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
 
+#include "kvtrim/cuda/block_select.cuh"
 #include "kvtrim/cuda/common.cuh"
 #include "kvtrim/cuda/window_scores.cuh"
 
@@ -261,8 +264,9 @@ inline void radix_passes(const float* values, index_t row_stride, index_t len, i
 }
 
 inline arena select_layout(void* base, int heads, index_t c, select_state** st, unsigned** hist,
-                           unsigned** ticket, int2** counts) {
+                           unsigned** ticket, int2** counts, int** budgets) {
   arena a(base);
+  *budgets = a.take<int>(static_cast<size_t>(heads));
   *st = a.take<select_state>(static_cast<size_t>(heads));
   *hist = a.take<unsigned>(static_cast<size_t>(heads) * radix_bins);
   *ticket = a.take<unsigned>(static_cast<size_t>(heads));
@@ -276,41 +280,70 @@ inline std::size_t select_top_workspace_bytes(int kv_heads, index_t n, index_t w
   detail::select_state* st;
   unsigned *h, *t;
   int2* c;
-  return detail::select_layout(nullptr, kv_heads, n - w, &st, &h, &t, &c).bytes();
-}
-
-// budgets: device, one per KV head (window included, clipped here to [w, n]). keep: device,
-// kv_heads rows of keep_stride >= n ints. lengths: device, kv_heads ints.
-inline void select_top(const device_scores& s, const int* budgets, int* keep, index_t keep_stride,
-                       int* lengths, void* workspace, std::size_t workspace_bytes,
-                       cudaStream_t stream) {
-  const index_t c = s.candidates, w = s.window, n = c + w;
-  const int H = s.kv_heads;
-  kvtrim::detail::require(H >= 1 && w >= 1 && keep_stride >= n, "cuda::select_top: ", H,
-                          " heads, window ", w, ", keep stride ", keep_stride, " (need >= ", n, ")");
-  detail::select_state* st;
-  unsigned *hist, *ticket;
-  int2* counts;
-  const detail::arena need = detail::select_layout(workspace, H, c, &st, &hist, &ticket, &counts);
-  detail::check_workspace(need, workspace, workspace_bytes, "cuda::select_top");
-  const index_t row_stride = s.shared ? 0 : c;
-  detail::select_init_budgets<<<H, 256, 0, stream>>>(budgets, n, w, c, st, hist, ticket, lengths);
-  detail::check_launch("select_init_budgets");
-  if (c > 0) detail::radix_passes(s.values, row_stride, c, H, st, hist, ticket, stream);
-  const unsigned chunks = std::max(1u, detail::blocks_for(c, detail::select_chunk));
-  detail::select_count<<<dim3(chunks, H), 256, 0, stream>>>(s.values, row_stride, st, counts,
-                                                            static_cast<int>(chunks));
-  detail::select_write<<<dim3(chunks, H), 256, 0, stream>>>(s.values, row_stride, st, counts,
-                                                            static_cast<int>(chunks), keep,
-                                                            keep_stride, c, w);
-  detail::check_launch("select_write");
+  int* b;
+  return detail::select_layout(nullptr, kv_heads, n - w, &st, &h, &t, &c, &b).bytes();
 }
 
 namespace detail {
 static __global__ void fill_ints(head_ints v, int* out) {
   if (threadIdx.x < v.count) out[threadIdx.x] = v.v[threadIdx.x];
 }
+
+// budgets_dev null: the budgets by value (written to the workspace where the long path needs them)
+inline void select_top_impl(const device_scores& s, const int* budgets_dev, const head_ints& budgets,
+                            int* keep, index_t keep_stride, int* lengths, void* workspace,
+                            std::size_t workspace_bytes, cudaStream_t stream) {
+  const index_t c = s.candidates, w = s.window, n = c + w;
+  const int H = s.kv_heads;
+  kvtrim::detail::require(H >= 1 && w >= 1 && keep_stride >= n, "cuda::select_top: ", H,
+                          " heads, window ", w, ", keep stride ", keep_stride, " (need >= ", n, ")");
+  kvtrim::detail::require(budgets_dev || budgets.count == H, "cuda::select_top: ", budgets.count,
+                          " budgets for ", H, " KV heads");
+  select_state* st;
+  unsigned *hist, *ticket;
+  int2* counts;
+  int* ws_budgets;
+  const arena need = select_layout(workspace, H, c, &st, &hist, &ticket, &counts, &ws_budgets);
+  check_workspace(need, workspace, workspace_bytes, "cuda::select_top");
+  const index_t row_stride = s.shared ? 0 : c;
+  if (c <= block_select_max) {
+    block_select(s.values, row_stride, H, budgets_dev, budgets, n, w, keep, keep_stride, lengths, stream);
+    return;
+  }
+  if (!budgets_dev) {
+    fill_ints<<<1, max_kv_heads, 0, stream>>>(budgets, ws_budgets);
+    check_launch("fill_ints");
+    budgets_dev = ws_budgets;
+  }
+  select_init_budgets<<<H, 256, 0, stream>>>(budgets_dev, n, w, c, st, hist, ticket, lengths);
+  check_launch("select_init_budgets");
+  radix_passes(s.values, row_stride, c, H, st, hist, ticket, stream);
+  const unsigned chunks = std::max(1u, blocks_for(c, select_chunk));
+  select_count<<<dim3(chunks, H), 256, 0, stream>>>(s.values, row_stride, st, counts,
+                                                    static_cast<int>(chunks));
+  select_write<<<dim3(chunks, H), 256, 0, stream>>>(s.values, row_stride, st, counts,
+                                                    static_cast<int>(chunks), keep, keep_stride, c, w);
+  check_launch("select_write");
+}
 }  // namespace detail
+
+// budgets: device, one per KV head (window included, clipped here to [w, n]). keep: device,
+// kv_heads rows of keep_stride >= n ints. lengths: device, kv_heads ints.
+inline void select_top(const device_scores& s, const int* budgets, int* keep, index_t keep_stride,
+                       int* lengths, void* workspace, std::size_t workspace_bytes,
+                       cudaStream_t stream) {
+  kvtrim::detail::require(budgets != nullptr, "cuda::select_top: null budgets");
+  detail::select_top_impl(s, budgets, head_ints{}, keep, keep_stride, lengths, workspace,
+                          workspace_bytes, stream);
+}
+
+// The same with budgets known on the host (plan-time allocators): passed by value, no upload.
+inline void select_top(const device_scores& s, const head_ints& budgets, int* keep,
+                       index_t keep_stride, int* lengths, void* workspace,
+                       std::size_t workspace_bytes, cudaStream_t stream) {
+  detail::select_top_impl(s, nullptr, budgets, keep, keep_stride, lengths, workspace,
+                          workspace_bytes, stream);
+}
 
 // Writes host-known per-head integers (budgets of a plan-time allocator) to device memory with
 // one tiny kernel: no host-to-device copy, no sync.

@@ -239,8 +239,8 @@ inline std::size_t mma_smem_bytes(index_t d) {
 template <class T>
 static __global__ void __launch_bounds__(256) window_logits_mma_kernel(view3<const T> K, view3<const T> Q,
                                                                 head_table tab, index_t n, index_t w,
-                                                                float scale, float* logits,
-                                                                float2* tile_stats) {
+                                                                float scale, bool vec_q,
+                                                                float* logits, float2* tile_stats) {
   extern __shared__ uint4 smem_mma[];
   __shared__ float red[8][mma_rows];
   __shared__ float rowmax[mma_rows];
@@ -273,15 +273,35 @@ static __global__ void __launch_bounds__(256) window_logits_mma_kernel(view3<con
   const int rows = nh * static_cast<int>(w);
   for (int rc0 = 0; rc0 < rows; rc0 += mma_rows) {
     __syncthreads();  // the K tile is in; the previous rows' qs / red / rowmax are consumed
-    for (int idx = threadIdx.x; idx < mma_rows * (d / 2); idx += blockDim.x) {
-      const int r = idx / (d / 2), e = (idx - r * (d / 2)) * 2, rr = rc0 + r;
-      unsigned word = 0;
-      if (rr < rows) {
-        const int qh = tab.local[h0 + rr / static_cast<int>(w)];
-        const index_t t = rr % w;
-        word = static_cast<unsigned>(Q(qh, t, e).bits) | (static_cast<unsigned>(Q(qh, t, e + 1).bits) << 16);
+    if (vec_q) {  // 16-byte loads, all of a thread's issued before its stores
+      const int cpr = d / 8, total = mma_rows * cpr;
+      for (int base = threadIdx.x; base < total; base += 256 * 4) {
+        uint4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int idx = base + u * 256, r = idx / cpr, rr = rc0 + r;
+          v[u] = make_uint4(0u, 0u, 0u, 0u);
+          if (idx < total && rr < rows)
+            v[u] = reinterpret_cast<const uint4*>(
+                Q.row(tab.local[h0 + rr / static_cast<int>(w)], rr % w))[idx - r * cpr];
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int idx = base + u * 256, r = idx / cpr;
+          if (idx < total) *reinterpret_cast<uint4*>(qs + r * ld + (idx - r * cpr) * 8) = v[u];
+        }
       }
-      *reinterpret_cast<unsigned*>(qs + r * ld + e) = word;
+    } else {
+      for (int idx = threadIdx.x; idx < mma_rows * (d / 2); idx += blockDim.x) {
+        const int r = idx / (d / 2), e = (idx - r * (d / 2)) * 2, rr = rc0 + r;
+        unsigned word = 0;
+        if (rr < rows) {
+          const int qh = tab.local[h0 + rr / static_cast<int>(w)];
+          const index_t t = rr % w;
+          word = static_cast<unsigned>(Q(qh, t, e).bits) | (static_cast<unsigned>(Q(qh, t, e + 1).bits) << 16);
+        }
+        *reinterpret_cast<unsigned*>(qs + r * ld + e) = word;
+      }
     }
     __syncthreads();
     float acc[2][2][4] = {};  // [m tile][n tile][fragment]
@@ -311,6 +331,7 @@ static __global__ void __launch_bounds__(256) window_logits_mma_kernel(view3<con
       for (int hh = 0; hh < 2; ++hh) {
         const int lr = mt * 16 + gq + 8 * hh, rr = rc0 + lr;
         const index_t i = rr % w, grow = static_cast<index_t>(h0) * w + rr;
+        float* lrow = logits + grow * c;  // this row's logits (64-bit math once per row)
         float m = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt)
@@ -320,7 +341,7 @@ static __global__ void __launch_bounds__(256) window_logits_mma_kernel(view3<con
             const float x = acc[mt][nt][2 * hh + cc] * scale;
             acc[mt][nt][2 * hh + cc] = x;
             if (rr < rows && j < n && j <= c + i) m = fmaxf(m, x);
-            if (rr < rows && j < c) logits[grow * c + j] = x;
+            if (rr < rows && j < c) lrow[j] = x;
           }
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
@@ -363,15 +384,20 @@ static __global__ void __launch_bounds__(256) window_logits_mma_kernel(view3<con
   }
 }
 
+// Whether rows of a bf16 / f16 view are contiguous and 16-byte aligned (8 elements at a time).
+template <class T>
+bool rows_16b(const view3<const T>& X) {
+  return X.stride_dim() == 1 && reinterpret_cast<std::uintptr_t>(X.data()) % 16 == 0 &&
+         X.stride_token() % 8 == 0 && X.stride_head() % 8 == 0;
+}
+
 // Whether the tensor-core logits apply: bf16 / f16 elements, d a multiple of 16 (at most 256),
 // key rows contiguous and 16-byte aligned.
 template <class T>
 bool mma_logits_ok(const view3<const T>& K) {
   if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, half>) {
     const index_t d = K.dim();
-    return d % 16 == 0 && d <= 256 && K.stride_dim() == 1 &&
-           reinterpret_cast<std::uintptr_t>(K.data()) % 16 == 0 && K.stride_token() % 8 == 0 &&
-           K.stride_head() % 8 == 0;
+    return d % 16 == 0 && d <= 256 && rows_16b(K);
   } else {
     return false;
   }
@@ -404,44 +430,47 @@ static __global__ void window_normalise_kernel(const float2* tile_stats, index_t
   if (threadIdx.x == 0) norm[row] = make_float2(m, static_cast<float>(1.0 / red_z[0]));
 }
 
+// Heads of a score row handled per round of the scores kernel: their window sums for the
+// block's span are computed together (all their loads can be in flight), then pooled and summed.
+constexpr int score_heads = 8;
+
 static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
     const float* logits, const float2* norm, head_table tab, index_t c, index_t w,
     window_params prm, float* scores, double* stats) {
-  extern __shared__ float raw[];  // [score_tile + 2p]
+  extern __shared__ float raw[];  // [score_heads][score_tile + 2p]
   const int r = blockIdx.y, p = prm.kernel / 2;
   const index_t j0 = static_cast<index_t>(blockIdx.x) * score_tile;
   const index_t j = j0 + threadIdx.x;
   const int span = score_tile + 2 * p;
   const float inv_w = 1.0f / static_cast<float>(w);
+  const bool need_var = (prm.cake || prm.stats) && w >= 2;
   float acc = 0.0f;
   double ent = 0.0, var_sum = 0.0;
-  for (int hi = tab.begin(r); hi < tab.end(r); ++hi) {
-    for (int u = threadIdx.x; u < span; u += blockDim.x) {
+  for (int h0 = tab.begin(r); h0 < tab.end(r); h0 += score_heads) {
+    const int nh = tab.end(r) - h0 < score_heads ? tab.end(r) - h0 : score_heads;
+    // 1. the window's probabilities of each (head, span position), summed in t order as on the
+    //    host; 8 window rows loaded at a time (w is a run-time value)
+    for (int it = threadIdx.x; it < nh * span; it += blockDim.x) {
+      const int hi = h0 + it / span, u = it % span;
       const index_t jj = j0 - p + u;
       float v = 0.0f;
       if (jj >= 0 && jj < c) {
         const bool centre = u >= p && u < p + score_tile;
-        // The window's probabilities of candidate jj, loaded 8 rows at a time so that 8 loads
-        // are in flight per thread (w is a run-time value); summed in t order, as on the host.
-        float s = 0.0f;
+        const float* col = logits + static_cast<index_t>(hi) * w * c + jj;
+        const float2* nz = norm + static_cast<index_t>(hi) * w;
+        float s = 0.0f, var = 0.0f, pv[8];
         double e_part = 0.0;
-        float var = 0.0f;
-        const bool need_var = (prm.cake || prm.stats) && w >= 2;
-        float pv[8];
-        auto load8 = [&](index_t t0) {  // logits of window rows t0 .. t0 + 7 at candidate jj
+        auto load8 = [&](index_t t0) {  // one 64-bit multiply per 8 rows, then pointer steps
+          const float* pr = col + t0 * c;
 #pragma unroll
-          for (int q = 0; q < 8; ++q) {
-            const index_t row = static_cast<index_t>(hi) * w + t0 + q;
-            pv[q] = t0 + q < w ? logits[row * c + jj] : 0.0f;
-          }
+          for (int q = 0; q < 8; ++q, pr += c) pv[q] = t0 + q < w ? *pr : 0.0f;
         };
         for (index_t t0 = 0; t0 < w; t0 += 8) {
           load8(t0);
 #pragma unroll
           for (int q = 0; q < 8; ++q) {
             if (t0 + q >= w) break;
-            const float2 nz = norm[static_cast<index_t>(hi) * w + t0 + q];
-            const float a = expf(pv[q] - nz.x) * nz.y;
+            const float a = expf(pv[q] - nz[t0 + q].x) * nz[t0 + q].y;
             s += a;
             if (prm.stats && centre) e_part -= static_cast<double>(a) * log(static_cast<double>(a) + 1e-10);
           }
@@ -453,8 +482,7 @@ static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
 #pragma unroll
             for (int q = 0; q < 8; ++q) {
               if (t0 + q >= w) break;
-              const float2 nz = norm[static_cast<index_t>(hi) * w + t0 + q];
-              const float e = expf(pv[q] - nz.x) * nz.y - mean;
+              const float e = expf(pv[q] - nz[t0 + q].x) * nz[t0 + q].y - mean;
               var += e * e;
             }
           }
@@ -466,24 +494,26 @@ static __global__ void __launch_bounds__(score_tile) window_scores_kernel(
         }
         v = prm.cake ? s * inv_w + prm.gamma * var : s;
       }
-      raw[u] = v;
+      raw[it] = v;
     }
     __syncthreads();
-    if (j < c) {
-      const float* x = raw + threadIdx.x + p;  // x[0] is candidate j
-      if (prm.pool == pooling::none || prm.kernel == 1) {
-        acc += x[0];
-      } else if (prm.pool == pooling::avg) {
-        float s = 0.0f;
-        for (int u = -p; u <= p; ++u) s += x[u];  // out-of-range entries are 0 (padding counted)
-        acc += s / static_cast<float>(prm.kernel);
-      } else {
-        float m = -INFINITY;
-        for (int u = -p; u <= p; ++u)
-          if (j + u >= 0 && j + u < c) m = fmaxf(m, x[u]);
-        acc += m;
+    // 2. pooled per head (avg: zero padding counted; max: the in-range part), summed in head order
+    if (j < c)
+      for (int q = 0; q < nh; ++q) {
+        const float* x = raw + q * span + threadIdx.x + p;  // x[0] is candidate j
+        if (prm.pool == pooling::none || prm.kernel == 1) {
+          acc += x[0];
+        } else if (prm.pool == pooling::avg) {
+          float s = 0.0f;
+          for (int u = -p; u <= p; ++u) s += x[u];
+          acc += s / static_cast<float>(prm.kernel);
+        } else {
+          float m = -INFINITY;
+          for (int u = -p; u <= p; ++u)
+            if (j + u >= 0 && j + u < c) m = fmaxf(m, x[u]);
+          acc += m;
+        }
       }
-    }
     __syncthreads();
   }
   if (j < c) scores[static_cast<index_t>(r) * c + j] = acc;
@@ -548,6 +578,8 @@ device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const 
                                                       &norm, &scores, &stats);
   detail::check_workspace(need, workspace, workspace_bytes, "window_scores");
   kvtrim::detail::check_kernel(prm.kernel);
+  kvtrim::detail::require(prm.kernel <= 1025, "cuda::window_scores: pooling kernel ", prm.kernel,
+                          " (the device path pools at most 1025 wide)");
   if (scores_out) scores = scores_out;
   device_scores out;
   out.values = scores;
@@ -584,7 +616,7 @@ device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const 
                                                 static_cast<int>(ms)),
                            "cudaFuncSetAttribute");
       detail::window_logits_mma_kernel<T><<<dim3(static_cast<unsigned>(nb), tab.kv_heads), 256, ms, stream>>>(
-          K, in.queries, tab, n, w, scale, logits, tiles);
+          K, in.queries, tab, n, w, scale, detail::rows_16b(in.queries), logits, tiles);
       detail::check_launch("window_logits_mma_kernel");
     }
   }
@@ -602,7 +634,8 @@ device_scores window_scores(const layer_kv<T>& in, const head_table& tab, const 
   }
   detail::window_normalise_kernel<<<static_cast<unsigned>(tab.count * w), 256, 0, stream>>>(tiles, nb, norm);
   detail::check_launch("window_normalise_kernel");
-  const std::size_t smem3 = sizeof(float) * (detail::score_tile + 2 * (prm.kernel / 2));
+  const std::size_t smem3 =
+      sizeof(float) * detail::score_heads * (detail::score_tile + 2 * (prm.kernel / 2));
   detail::window_scores_kernel<<<dim3(detail::blocks_for(c, detail::score_tile), tab.rows),
                                  detail::score_tile, smem3, stream>>>(logits, norm, tab, c, w, prm,
                                                                       scores, stats);
