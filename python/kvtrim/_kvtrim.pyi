@@ -287,6 +287,9 @@ class MethodInfo:
     @property
     def needs_profile(self) -> bool: ...
 
+    @property
+    def needs_layer_inputs(self) -> bool: ...
+
     def __repr__(self) -> str: ...
 
 def methods() -> list[MethodInfo]:

@@ -74,6 +74,13 @@ def model_shape(model_or_config: Any) -> _k.ModelShape:
 
 def _as_method(model: Any, method: Union[str, _k.Method], budget: Union[int, float], window: int,
                profile: Optional[_k.Profile], params: Optional[dict]) -> _k.Method:
+    info = method.info if isinstance(method, _k.Method) else None
+    if isinstance(method, str):
+        info = _k.method_info(method)
+    if info is not None and info.needs_layer_inputs:
+        raise NotImplementedError(f"kvtrim: {info.name} reads layer inputs beyond K, V and the window's "
+                                  "queries (W_o, attention column sums or pre-RoPE queries); "
+                                  "kvtrim.transformers does not pass them yet (docs/PYTHON.md)")
     if isinstance(method, _k.Method):
         return method
     if not isinstance(method, str):

@@ -441,6 +441,13 @@ NB_MODULE(_kvtrim, m) {
       .def_ro("needs_layer_error", &kvtrim::method_info::needs_layer_error)
       .def_ro("cascades", &kvtrim::method_info::cascades)
       .def_prop_ro("needs_profile", &kvtrim::method_info::needs_profile)
+      .def_prop_ro("needs_layer_inputs",
+                   [](const kvtrim::method_info& i) {
+                     return i.needs_out_proj || i.needs_attention_sums || i.needs_prompt_queries;
+                   },
+                   "Whether the method reads layer inputs beyond K, V and the window's queries (W_o, "
+                   "the prefill attention's column sums, the pre-RoPE prompt queries), which the "
+                   "binding does not take yet.")
       .def("__repr__", [](const kvtrim::method_info& i) { return "MethodInfo(name='" + i.name + "', paper='" + i.paper + "')"; });
   m.def("methods", &kvtrim::method_registry, nb::rv_policy::reference,
         "The method registry, in the docs' order (the one list every tool reads).");

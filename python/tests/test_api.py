@@ -42,6 +42,19 @@ def test_method_params_from_the_registry():
         kvtrim.Method("snapkv", SHAPE, params={"pooling": "median"})
 
 
+@pytest.mark.parametrize("name, missing", [("criticalkv", "out_proj"), ("h2o", "attention_sums"),
+                                           ("expected_attention", "prompt_queries")])
+def test_methods_needing_layer_inputs_are_refused_by_name(name, missing):
+    # the binding passes K, V and the window's queries only: scoring fails naming what is missing
+    assert kvtrim.method_info(name).needs_layer_inputs
+    assert not kvtrim.method_info("snapkv").needs_layer_inputs
+    n = 64
+    k, v, q = rand(2, n, 16), rand(2, n, 16, seed=1), rand(6, 8, 16, seed=2)
+    seq = kvtrim.Method(name, SHAPE, budget=16).begin(n)
+    with pytest.raises(kvtrim.Error, match=f"{name} needs layer_kv::{missing}"):
+        seq.score(0, k, v, q)
+
+
 def test_cascading_method_needs_a_store():
     n = 64
     k, v, q = rand(2, n, 16), rand(2, n, 16, seed=1), rand(6, 8, 16, seed=2)

@@ -57,7 +57,7 @@ def run_oracle(oracle, tmp_path, name, K, V, Q, prof_path):
 
 # Methods that read layer inputs beyond K, V and the window (W_o, the attention's column sums, the
 # pre-RoPE queries; docs/METHODS.md): the binding does not take those yet (docs/PYTHON.md).
-NEEDS_LAYER_INPUTS = {"criticalkv", "h2o", "expected_attention"}
+NEEDS_LAYER_INPUTS = {i.name for i in kvtrim.methods() if i.needs_layer_inputs}
 
 
 @pytest.mark.parametrize("name", [n for n in kvtrim.method_names() if n not in NEEDS_LAYER_INPUTS])

@@ -139,6 +139,10 @@ def test_bad_arguments(model):
     with pytest.raises(ValueError):
         with kt.compress(model, method="compresskv", budget=16):
             pass
+    for name in ("criticalkv", "h2o", "expected_attention"):  # their layer inputs are not passed yet
+        with pytest.raises(NotImplementedError, match=name):
+            with kt.compress(model, method=name, budget=16):
+                pass
     ids, mask = batch([20])
     cache = kt.KVTrimCache(model, method="snapkv", budget=8)
     with pytest.raises(RuntimeError, match="attention"):  # without kvtrim's attention function
