@@ -41,33 +41,49 @@ std::string depth_label(double d) { return std::to_string(static_cast<int>(std::
 std::vector<eval_sample> niah_samples(const tokenizer& tok, const std::string& haystack, const niah_options& o) {
   for (double d : o.depths)
     if (!(d >= 0.0 && d <= 1.0)) throw std::invalid_argument("niah: depth " + std::to_string(d) + " outside [0, 1]");
+  if (o.haystacks.empty()) throw std::invalid_argument("niah: no haystack rotation");
+  const auto& held = held_out_needles();
   std::vector<eval_sample> out;
-  for (int64_t len : o.lengths) {
-    for (double depth : o.depths) {
-      for (int variant = 0; variant < 2; ++variant) {
-        if ((variant == 0 && !o.classic) || (variant == 1 && !o.passkey)) continue;
-        needle nd = classic_needle();
-        eval_sample s;
-        s.task = variant == 0 ? "niah_classic" : "niah_passkey";
-        s.metric = variant == 0 ? "rouge1_recall" : "passkey";
-        if (variant == 1) {
-          const std::string key = passkey_for(o.seed, len, depth);
-          nd.fact = "The pass key is " + key + ". Remember it. " + key + " is the pass key.";
-          nd.question = "What is the pass key?";
-          nd.answer = key;
-          nd.answer_prefix = "The pass key is";
+  for (int r : o.haystacks) {
+    if (r < 0) throw std::invalid_argument("niah: haystack rotation " + std::to_string(r) + " (need >= 0)");
+    const std::string hay = rotated_haystack(haystack, r, o.seed);
+    const uint64_t key_seed = o.seed + 1000003ull * static_cast<uint64_t>(r);  // rotation 0: the seed
+    const std::string suffix = o.haystacks == std::vector<int>{0} ? "" : "-H" + std::to_string(r);
+    size_t next_held = static_cast<size_t>(r);  // a rotation's needles do not depend on the others run
+    for (int64_t len : o.lengths) {
+      for (double depth : o.depths) {
+        for (int variant = 0; variant < 3; ++variant) {
+          if ((variant == 0 && !o.classic) || (variant == 1 && !o.passkey) || (variant == 2 && !o.held_out)) continue;
+          needle nd = classic_needle();
+          eval_sample s;
+          s.task = variant == 0 ? "niah_classic" : variant == 1 ? "niah_passkey" : "niah_heldout";
+          s.metric = variant == 1 ? "passkey" : "rouge1_recall";
+          std::string name = variant == 0 ? "classic" : "passkey";
+          if (variant == 1) {
+            const std::string key = passkey_for(key_seed, len, depth);
+            nd.fact = "The pass key is " + key + ". Remember it. " + key + " is the pass key.";
+            nd.question = "What is the pass key?";
+            nd.answer = key;
+            nd.answer_prefix = "The pass key is";
+          } else if (variant == 2) {
+            const named_needle& h = held[next_held++ % held.size()];
+            nd = h.nd;
+            name = h.name;
+          }
+          const needle_prompt p = build_needle_prompt(tok, hay, len, depth, nd);
+          s.id = s.task + "-L" + std::to_string(len) + "-D" + depth_label(depth) + suffix;
+          s.prompt = p.tokens;
+          s.references = {nd.answer};
+          s.max_new_tokens = 32;
+          s.meta = {{"length", len},
+                    {"depth", depth},
+                    {"haystack", r},
+                    {"needle", name},
+                    {"prompt_tokens", p.tokens.size()},
+                    {"needle_char", p.needle_char},
+                    {"document_chars", p.document_chars}};
+          out.push_back(std::move(s));
         }
-        const needle_prompt p = build_needle_prompt(tok, haystack, len, depth, nd);
-        s.id = s.task + "-L" + std::to_string(len) + "-D" + depth_label(depth);
-        s.prompt = p.tokens;
-        s.references = {nd.answer};
-        s.max_new_tokens = 32;
-        s.meta = {{"length", len},
-                  {"depth", depth},
-                  {"prompt_tokens", p.tokens.size()},
-                  {"needle_char", p.needle_char},
-                  {"document_chars", p.document_chars}};
-        out.push_back(std::move(s));
       }
     }
   }
@@ -93,7 +109,8 @@ std::vector<eval_sample> fidelity_samples(const tokenizer& tok, const std::strin
       eval_sample s;
       s.task = "fidelity";
       s.metric = "fidelity";
-      s.id = "fidelity-L" + std::to_string(len) + "-P" + std::to_string(p);
+      s.id = "fidelity-L" + std::to_string(len) + "-P" + std::to_string(p) +
+             (o.seed ? "-S" + std::to_string(o.seed) : "");
       s.prompt.assign(ids.begin(), ids.begin() + len);
       s.continuation.assign(ids.begin() + len, ids.begin() + len + o.continuation);
       s.max_new_tokens = 0;

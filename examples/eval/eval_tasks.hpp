@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/needle.hpp"
 #include "engine/tokenizer.hpp"
 
 namespace kvhost {
@@ -33,12 +34,25 @@ uint64_t mix_seed(uint64_t x);
 struct niah_options {
   std::vector<int64_t> lengths{1024, 2048, 4096};  // prompt tokens (approximately)
   std::vector<double> depths{0.0, 0.5, 1.0};       // of the document, in [0, 1]
-  bool classic = true, passkey = true;
+  bool classic = true, passkey = true, held_out = false;
+  std::vector<int> haystacks{0};  // rotations of the essays (rotated_haystack), each a grid of its own
   uint64_t seed = 0;
 };
-// The grid lengths x depths, classic needle then passkey variant per cell; ids
-// "niah_classic-L1024-D50". The passkey (5 digits) is drawn from the seed and the cell.
+// The grid haystacks x lengths x depths, per cell the classic needle, the passkey variant and a
+// held-out needle (held_out_needles(), round robin over the cells of a rotation); ids
+// "niah_classic-L1024-D50", with "-H2" appended for rotation 2 unless haystacks is {0}. The passkey
+// (5 digits) is drawn from the seed, the rotation and the cell.
 std::vector<eval_sample> niah_samples(const tokenizer& tok, const std::string& haystack, const niah_options& o);
+
+struct named_needle {
+  std::string name;
+  needle nd;
+};
+// Needles for evaluation only: none of their answers' words occurs in a calibration needle.
+const std::vector<named_needle>& held_out_needles();
+// `text` started at a line drawn from (seed, rotation) and wrapped around; rotation 0 is `text`.
+std::string rotated_haystack(const std::string& text, int rotation, uint64_t seed);
+
 // The passkey variant's needle for a given key (the fact, question and answer prefix).
 std::string passkey_for(uint64_t seed, int64_t length, double depth);
 
@@ -49,7 +63,8 @@ struct fidelity_options {
   uint64_t seed = 0;
 };
 // Plain-text passages (no chat template) starting at a paragraph of the essays chosen by the
-// seed: `length` context tokens then `continuation` tokens; ids "fidelity-L2048-P0".
+// seed: `length` context tokens then `continuation` tokens; ids "fidelity-L2048-P0", with "-S3"
+// appended for seed 3 (seeds other than 0 draw other passages).
 std::vector<eval_sample> fidelity_samples(const tokenizer& tok, const std::string& text, const fidelity_options& o);
 
 // RULER's released format: one JSON object per line with `input` (the whole prompt) and

@@ -37,11 +37,16 @@ namespace fs = std::filesystem;
 const char* kHelp =
     "usage: kvtrim eval TASK --out DIR [--methods M,...] [--budgets B,...] [--ratios R,...]\n"
     "                   [--limit N] [--data FILE] [--data-dir DIR] [--model GGUF] [--profile P.json]\n"
-    "                   [--lengths L,...] [--depths D,...] [--variants classic,passkey]\n"
+    "                   [--lengths L,...] [--depths D,...] [--variants classic,passkey,heldout]\n"
+    "                   [--haystacks R,...]\n"
     "                   [--passages N] [--continuation T] [--seed S] [--max-new-tokens N] [--separate]\n"
     "\n"
     "TASK: niah      needle in a haystack over the Paul Graham essays: lengths x depths (percent),\n"
-    "                classic needle (ROUGE-1 recall) and passkey (exact match)\n"
+    "                classic needle (ROUGE-1 recall), passkey (exact match) and heldout: eight\n"
+    "                needles no calibration needle shares an answer word with (ROUGE-1 recall),\n"
+    "                one per cell in turn; --haystacks R,... repeats the grid over these rotations\n"
+    "                of the essays (R > 0 starts at a line drawn from the seed and R; default 0,\n"
+    "                the essays as they are; ids end in -H<R> unless only 0 is given)\n"
     "      fidelity  teacher-forced continuation of essay passages: top-1 agreement with the full\n"
     "                cache (score), mean KL(full || compressed) and perplexity\n"
     "      jsonl     a file in RULER's format (--data FILE: input, outputs), string match\n"
@@ -118,7 +123,8 @@ int cmd_eval(int argc, char** argv) {
   auto valued = method_options();
   for (const char* o : {"method", "budget", "ratio"}) valued.erase(o);
   valued.insert({"methods", "budgets", "ratios", "limit", "data", "data-dir", "out", "model", "profile", "lengths",
-                 "depths", "variants", "passages", "continuation", "max-new-tokens", "seed", "max-prompt-tokens", "ruler-tasks", "samples"});
+                 "depths", "variants", "passages", "continuation", "max-new-tokens", "seed", "max-prompt-tokens", "ruler-tasks", "samples",
+                 "haystacks"});
   args a(argc, argv, 2, valued, {"separate", "quiet"});
   if (a.help()) {
     std::fputs(kHelp, stdout);
@@ -209,14 +215,23 @@ int cmd_eval(int argc, char** argv) {
       o.depths.push_back(static_cast<double>(d) / 100.0);
     }
     const auto variants = a.list("variants", "classic,passkey");
-    o.classic = std::find(variants.begin(), variants.end(), "classic") != variants.end();
-    o.passkey = std::find(variants.begin(), variants.end(), "passkey") != variants.end();
+    const auto has = [&](const char* v) { return std::find(variants.begin(), variants.end(), v) != variants.end(); };
+    o.classic = has("classic");
+    o.passkey = has("passkey");
+    o.held_out = has("heldout");
     for (const auto& v : variants)
-      if (v != "classic" && v != "passkey") throw usage_error("--variants: '" + v + "' is not classic or passkey");
+      if (v != "classic" && v != "passkey" && v != "heldout")
+        throw usage_error("--variants: '" + v + "' is not classic, passkey or heldout");
+    o.haystacks.clear();
+    for (long long r : int_list(a, "haystacks", "0")) {
+      if (r < 0 || r > 1000000) throw usage_error("--haystacks: rotation " + std::to_string(r) + " outside [0, 1000000]");
+      o.haystacks.push_back(static_cast<int>(r));
+    }
     o.seed = static_cast<uint64_t>(seed);
     const std::string essays = a.str("data", data_dir + "/pg_essays");
     samples = kvhost::niah_samples(*h.tok, kvhost::load_essays(essays), o);
-    task_options = {{"lengths", o.lengths}, {"depths", o.depths}, {"variants", variants}, {"essays", essays}};
+    task_options = {{"lengths", o.lengths}, {"depths", o.depths}, {"variants", variants},
+                    {"haystacks", o.haystacks}, {"essays", essays}};
   } else if (task == "ruler") {
     kvhost::ruler_options o;
     o.tasks = a.list("ruler-tasks");

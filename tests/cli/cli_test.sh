@@ -96,6 +96,8 @@ expect_error "budget overflow" 2 "--budget 9223372036854775807 must be in \[0, 2
 expect_error "trailing garbage" 2 "--ratio: '0.5x' is not a finite number" budgets --method snapkv --ratio 0.5x --prompt-len 10 --layers 2 --q-heads 2 --kv-heads 1
 expect_error "non-finite number" 2 "--ratio: 'inf' is not a finite number" budgets --method snapkv --ratio inf --prompt-len 10 --layers 2 --q-heads 2 --kv-heads 1
 expect_error "eval --ratios garbage" 2 "--ratios: '0.5x' is not a finite number" eval jsonl --out "$TMP/ev" --ratios 0.5x --data /nonexistent
+expect_error "eval --haystacks negative" 2 "--haystacks: rotation -1 outside \[0, 1000000\]" eval niah --out "$TMP/ev" --haystacks -1 --lengths 300 --quiet
+expect_error "eval --variants unknown" 2 "--variants: 'needles' is not classic, passkey or heldout" eval niah --out "$TMP/ev" --variants classic,needles --lengths 300 --quiet
 expect_error "integer with a space" 2 "--prompt-len: ' 10' is not an integer" budgets --method snapkv --budget 8 --prompt-len " 10" --layers 2 --q-heads 2 --kv-heads 1
 # Shapes: the product of the dimensions is bounded before anything is allocated.
 expect_error "budgets: layers x heads" 1 "layers x q_heads = 100000 x 100000 exceeds 1048576" budgets --method snapkv --budget 8 --layers 100000 --q-heads 100000 --kv-heads 1

@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "calibrate/calibration.hpp"
 #include "engine/compression.hpp"
 #include "eval/eval_metrics.hpp"
 #include "eval/eval_report.hpp"
@@ -348,6 +350,73 @@ TEST_F(EvalModel, NiahIsDeterministicAndPlacesTheNeedle) {
   EXPECT_EQ(c[1].references[0].size(), 5u);
   o.depths = {1.5};
   EXPECT_THROW(niah_samples(*tok_, essays_, o), std::invalid_argument);
+}
+
+TEST_F(EvalModel, NiahHeldOutNeedlesOverRotatedHaystacks) {
+  niah_options o;
+  o.lengths = {300};
+  o.depths = {0.5, 1.0};
+  o.classic = o.passkey = false;
+  o.held_out = true;
+  o.haystacks = {0, 1};
+  const auto a = niah_samples(*tok_, essays_, o);
+  ASSERT_EQ(a.size(), 4u);  // 2 rotations x 1 length x 2 depths
+  const char* ids[] = {"niah_heldout-L300-D50-H0", "niah_heldout-L300-D100-H0", "niah_heldout-L300-D50-H1",
+                       "niah_heldout-L300-D100-H1"};
+  const auto& held = held_out_needles();
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].id, ids[i]);
+    EXPECT_EQ(a[i].meta["needle"], held[i % 2 + i / 2].name);  // round robin from the rotation's index
+    EXPECT_EQ(a[i].references, std::vector<std::string>{held[i % 2 + i / 2].nd.answer});
+    const std::string text = tok_->decode(std::vector<int>(a[i].prompt.begin(), a[i].prompt.end()));
+    const std::string& fact = held[i % 2 + i / 2].nd.fact;
+    ASSERT_NE(text.find(fact), std::string::npos) << ids[i];
+    EXPECT_EQ(text.find(fact), text.rfind(fact)) << ids[i];
+  }
+  // Rotation 0 is the essays as they are; rotation 1 starts elsewhere, at a paragraph.
+  EXPECT_EQ(rotated_haystack(essays_, 0, 0), essays_);
+  const std::string r1 = rotated_haystack(essays_, 1, 0);
+  EXPECT_EQ(r1.size(), essays_.size() + 1);
+  EXPECT_NE(r1.substr(0, 2000), essays_.substr(0, 2000));
+  EXPECT_NE(essays_.find(r1.substr(0, 2000)), std::string::npos);
+  EXPECT_NE(rotated_haystack(essays_, 1, 1).substr(0, 2000), r1.substr(0, 2000));  // the seed moves it
+  const auto text_of = [&](const eval_sample& s) { return tok_->decode(std::vector<int>(s.prompt.begin(), s.prompt.end())); };
+  EXPECT_NE(text_of(a[0]).find(essays_.substr(0, 200)), std::string::npos);  // each document opens its rotation
+  EXPECT_NE(text_of(a[2]).find(r1.substr(0, 200)), std::string::npos);
+  EXPECT_EQ(text_of(a[2]).find(essays_.substr(0, 200)), std::string::npos);
+  // A shard of one rotation gives exactly that rotation's samples of the full run.
+  o.haystacks = {1};
+  const auto one = niah_samples(*tok_, essays_, o);
+  ASSERT_EQ(one.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(one[i].id, a[i + 2].id);
+    EXPECT_EQ(one[i].prompt, a[i + 2].prompt);
+  }
+  o.haystacks = {};
+  EXPECT_THROW(niah_samples(*tok_, essays_, o), std::invalid_argument);
+}
+
+TEST(HeldOutNeedles, ShareNoAnswerWordWithCalibration) {
+  // Words an answer may share with anything (articles, prepositions) are not evidence of overlap.
+  const std::set<std::string> common{"a", "an", "the", "in", "on", "of", "to", "at", "and", "with", "it", "is",
+                                     "by", "from", "was", "every"};
+  std::vector<kvhost::probe_needle> cal = kvhost::retrieval_needles();
+  cal.insert(cal.end(), kvhost::reasoning_needles().begin(), kvhost::reasoning_needles().end());
+  std::set<std::string> cal_words;
+  for (const auto& c : cal)
+    for (const auto& w : kvhost::words(c.fact + " " + c.question + " " + c.answer)) cal_words.insert(w);
+  std::set<std::string> names;
+  for (const auto& h : held_out_needles()) {
+    EXPECT_TRUE(names.insert(h.name).second) << h.name;
+    for (const auto& w : kvhost::words(h.nd.answer)) {
+      if (!common.count(w)) {
+        EXPECT_FALSE(cal_words.count(w)) << h.name << ": '" << w << "'";
+      }
+    }
+    EXPECT_NE(h.nd.fact.find(h.nd.answer), std::string::npos) << h.name;
+    EXPECT_EQ(h.nd.fact.rfind(h.nd.answer_prefix, 0), 0u) << h.name;  // the prefix opens the fact
+  }
+  EXPECT_EQ(names.size(), 8u);
 }
 
 TEST_F(EvalModel, FidelityPassagesAreDeterministic) {
