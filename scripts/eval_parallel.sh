@@ -3,7 +3,7 @@
 # merges the shards by task kind and renders each merged folder with `kvtrim report`.
 #
 #   scripts/eval_parallel.sh GRID OUTDIR [-j N] [--deadline SECONDS] [--kvtrim BIN] [--merge-only]
-#                            [-- EVAL ARGS...]
+#                            [--no-merge] [-- EVAL ARGS...]
 #
 # GRID: lines "NAME | TASK ARGS" (bench/accuracy/grid_*.txt; '#' starts a comment). Shard NAME
 # writes OUTDIR/shards/NAME (reused folders resume: finished records are skipped), its log
@@ -12,21 +12,23 @@
 # Shards whose NAME starts alike up to the first '-L' merge into OUTDIR/merged/<that prefix>
 # (niah-heldout-L8000-H1 -> merged/niah-heldout): their samples.jsonl concatenated, ids being
 # distinct per shard (lengths, rotations -H<r>, seeds -S<s>), each shard's config.json kept as
-# configs/NAME.json. --merge-only: only merge and render what OUTDIR/shards holds.
+# configs/NAME.json. --merge-only: only merge and render what OUTDIR/shards holds; --no-merge:
+# only run the shards.
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 1 && ( $1 == -h || $1 == --help ) ]] && { usage; exit 0; }
 [[ $# -ge 2 ]] || { usage >&2; exit 2; }
 grid=$1 out=$2
 shift 2
-jobs=$(nproc) deadline=0 bin=${KVTRIM_BIN:-build/bin/kvtrim} merge_only=0
+jobs=$(nproc) deadline=0 bin=${KVTRIM_BIN:-build/bin/kvtrim} merge_only=0 no_merge=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     -j) jobs=$2; shift 2 ;;
     --deadline) deadline=$2; shift 2 ;;
     --kvtrim) bin=$2; shift 2 ;;
     --merge-only) merge_only=1; shift ;;
+    --no-merge) no_merge=1; shift ;;
     --) shift; break ;;
     *) echo "eval_parallel: unknown option $1" >&2; exit 2 ;;
   esac
@@ -72,6 +74,7 @@ done < <(grep -v '^#' "$grid" || true)
 wait || true
 (( merge_only )) || echo "eval_parallel: shards done in $((SECONDS - start)) s" >&2
 
+(( no_merge )) && exit 0
 # Merge by task kind and render.
 declare -A kinds=()
 for d in "$out"/shards/*/; do

@@ -30,7 +30,10 @@ inline std::string method_options_help() {
       "  --ratio R              or the fraction of the prompt kept, in (0, 1]\n"
       "  --window W             observation window, always kept (default 8)\n"
       "  --pooling avg|max|none, --kernel K\n"
-      "                         window-score pooling of every method that pools (default max, 7)\n"
+      "                         window-score pooling of every method that pools (default: as\n"
+      "                         its release: avg 5 for compresskv, compresskv-uniform,\n"
+      "                         compresskv-chunk, cake, snapkv-paper and pyramidkv-paper;\n"
+      "                         max 7 for the others)\n"
       "  --param M:KEY=VALUE[,M:KEY=VALUE...]\n"
       "                         a method's own parameter, e.g. --param pyramidkv:beta=10\n"
       "\nmethods (parameters with defaults):\n";
