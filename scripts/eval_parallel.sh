@@ -70,7 +70,7 @@ while IFS= read -r line; do
   run_shard "$limit" "$name" "${args[@]}" &
   running=$((running + 1))
   echo "eval_parallel: started $name ($running running, $((SECONDS - start)) s)" >&2
-done < <(grep -v '^#' "$grid" || true)
+done < "$grid"
 wait || true
 (( merge_only )) || echo "eval_parallel: shards done in $((SECONDS - start)) s" >&2
 
