@@ -6,6 +6,7 @@ Reads what `kvtrim calibrate --json --out PROFILE --resume-dir DIR` leaves behin
 resume directory (heads.jsonl, reasoning.jsonl, layers.jsonl, run.json). Prints the markdown
 section on stdout and writes calibration-heads.svg and calibration-budgets.svg (plus PNGs when
 rsvg-convert is installed) into --figures-dir. Per-layer budgets come from `kvtrim budgets`.
+With --previous OLD.json it adds what changed from that profile (head rankings, layer errors, budgets).
 
     python3 scripts/calibration_report.py --summary summary.json --profile profile.json \\
         --resume-dir calib --kvtrim build/bin/kvtrim --figures-dir docs \\
@@ -21,7 +22,7 @@ import subprocess
 import sys
 
 # The issue's requested scale (the "issue asks" column); everything else comes from the run.
-ISSUE_NEEDLES = 3
+ISSUE_NEEDLES = 5
 ISSUE_LENGTHS = 10
 ISSUE_DEPTHS = 10
 ISSUE_NEW_TOKENS = 50
@@ -107,6 +108,15 @@ def depth_pcts(d):
     return [50.0] if d == 1 else [100.0 * i / (d - 1) for i in range(d)]
 
 
+def find_record(recs, key):
+    """The record whose key is `key` or `key` followed by settings ("|span=...|first=...|start=...",
+    "|pool=...|at=...|eps=...": docs/CALIBRATION.md, "Resume")."""
+    if key in recs:
+        return recs[key]
+    hits = [r for k, r in recs.items() if k.startswith(key + "|")]
+    return hits[0] if len(hits) == 1 else None
+
+
 def grid_records(stage, g, recs, warn):
     """Records of the run's grid, by (needle, length) -> list of records (in depth order)."""
     cells = {}
@@ -117,8 +127,9 @@ def grid_records(stage, g, recs, warn):
             for i in range(g["depths"]):
                 key = (f"{stage}|{name}|{fnv_hex(fact)}|len={length}|depth={i}/{g['depths']}"
                        f"|new={g['new']}|seed={g['seed']}")
-                if recs is not None and key in recs:
-                    row.append(recs[key])
+                r = find_record(recs, key) if recs is not None else None
+                if r is not None:
+                    row.append(r)
                 else:
                     missing += 1
             cells[(name, length)] = row
@@ -252,6 +263,7 @@ def main():
     ap.add_argument("--figures-dir", required=True, help="where the SVG (and PNG) figures go")
     ap.add_argument("--command", required=True, help="the calibrate command line to print in the section")
     ap.add_argument("--context", type=int, default=8192, help="the model's context in tokens (default 8192)")
+    ap.add_argument("--previous", help="the profile this run replaces: adds a section on what changed")
     a = ap.parse_args()
     warnings = []
 
@@ -289,6 +301,10 @@ def main():
         if f"{key}_settings" not in prov:
             continue
         g = parse_grid(prov[f"{key}_settings"], need(prov, f"{key}_needles"), label)
+        grids[stage] = g
+        if f"{key}_from" in prov:  # kept from an earlier profile: its trials are not in this directory
+            cells[stage] = None
+            continue
         recs = read_records(os.path.join(a.resume_dir, f"{stage}.jsonl"))
         if recs is None:
             warn(f"{a.resume_dir}/{stage}.jsonl is missing: no per-needle table for stage {stage}")
@@ -324,7 +340,7 @@ def main():
                            for h in sorted(top([r], kk)[0]))
             sfx = (f"|heads={fnv_hex(sets)}|B={t.group(1)}|w={t.group(2)}|max={m.group(2)}|new={n.group(1)}"
                    f"|seed={grids.get('heads', {}).get('seed', 0)}")
-            layer["records"] = [r for key, r in recs.items() if key.endswith(sfx)]
+            layer["records"] = [r for key, r in recs.items() if key.endswith(sfx) or sfx + "|" in key]
             if "layers" in stages and len(layer["records"]) != stages["layers"]["planned"]:
                 warn(f"layers.jsonl has {len(layer['records'])} trials with this profile's heads, "
                      f"the summary planned {stages['layers']['planned']}")
@@ -360,7 +376,8 @@ def main():
         r = grids["reasoning"]
         w(f"| reasoning needles x lengths x depths | same placement | {len(r['needles'])} "
           f"({', '.join(nm for nm, _ in r['needles'])}) x ({', '.join(map(str, r['lengths']))}) x {r['depths']} ("
-          + ", ".join(f"{p:.0f}" for p in depth_pcts(r["depths"])) + " %) |")
+          + ", ".join(f"{p:.0f}" for p in depth_pcts(r["depths"])) + " %)"
+          + (f" — {prov['retrieval_reasoning_from']}" if "retrieval_reasoning_from" in prov else "") + " |")
         if "heads" in grids:
             h = grids["heads"]
             if set(r["lengths"]) != set(h["lengths"]) or r["depths"] != h["depths"]:
@@ -493,8 +510,62 @@ def main():
         budgets_svg(budgets, f"compresskv per-layer budgets (tokens per KV head) from {os.path.basename(name)}",
                     bars)
         to_png(bars)
+    if a.previous:
+        w("")
+        out.extend(changes_section(load_json(a.previous, "previous profile"), prof, a, k))
     sys.stdout.write("\n".join(out) + "\n")
     return 0
+
+
+def ranks(v):
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    i = 0
+    while i < len(order):  # ties share their mean rank
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for t in range(i, j + 1):
+            r[order[t]] = (i + j) / 2
+        i = j + 1
+    return r
+
+
+def spearman(a, b):
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    num = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    den = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return num / den if den else float("nan")
+
+
+def changes_section(old, new, a, k):
+    """What the new profile changes against the one it replaces, as markdown lines."""
+    out = [f"### What changed from the previous profile (`{os.path.basename(a.previous)}`)\n"]
+    for key, what in (("semantic_retrieval", "Semantic retrieval heads (CompressKV)"),
+                      ("retrieval_reasoning", "Retrieval-reasoning heads (HeadKV)")):
+        if old.get(key) and new.get(key):
+            out.append(f"- {what}: new vs previous {compare(top(new[key], k), top(old[key], k), k)}.")
+    if old.get("layer_error") and new.get("layer_error"):
+        out.append(f"- Layer eviction errors: Spearman rank correlation {spearman(old['layer_error'], new['layer_error']):.3f}"
+                   " between the two profiles' per-layer weights.")
+        rows = []
+        for B in (32, 64, 128):
+            got = []
+            for pth in (a.previous, a.profile):
+                res = subprocess.run([a.kvtrim, "budgets", "--profile", pth, "--method", "compresskv",
+                                      "--budget", str(B), "--json"], capture_output=True, text=True, check=True)
+                got.append(json.loads(res.stdout)["layers"])
+            moved = [(l, x, y) for l, (x, y) in enumerate(zip(*got)) if x != y]
+            big = sorted(moved, key=lambda t: -abs(t[2] - t[1]))[:6]
+            rows.append(f"| {B} | {len(moved)} of {len(got[0])} | {max((abs(y - x) for _, x, y in moved), default=0)} | "
+                        + ", ".join(f"L{l} {x}→{y}" for l, x, y in sorted(big)) + " |")
+        out.append("")
+        out.append("CompressKV per-layer budgets (`kvtrim budgets --method compresskv --budget B`), previous → new:\n")
+        out.append("| B | layers whose budget moved | largest move (tokens) | largest moves |")
+        out.append("| --- | --- | --- | --- |")
+        out.extend(rows)
+    return out
 
 
 if __name__ == "__main__":

@@ -21,58 +21,23 @@ usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 2 ]] || { usage >&2; exit 2; }
 grid=$1 out=$2
 shift 2
-jobs=$(nproc) deadline=0 bin=${KVTRIM_BIN:-build/bin/kvtrim} merge_only=0 no_merge=0
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    -j) jobs=$2; shift 2 ;;
-    --deadline) deadline=$2; shift 2 ;;
-    --kvtrim) bin=$2; shift 2 ;;
-    --merge-only) merge_only=1; shift ;;
-    --no-merge) no_merge=1; shift ;;
-    --) shift; break ;;
-    *) echo "eval_parallel: unknown option $1" >&2; exit 2 ;;
-  esac
-done
+source "$(dirname "$0")/lib/parallel.sh"
+par_options eval_parallel "$@"
 [[ -f $grid || $merge_only == 1 ]] || { echo "eval_parallel: no grid file $grid" >&2; exit 2; }
-[[ -x $bin ]] || { echo "eval_parallel: no kvtrim binary at $bin (--kvtrim)" >&2; exit 2; }
 mkdir -p "$out/shards" "$out/logs" "$out/merged"
-extra=("$@")
+extra=("${par_rest[@]}")
 
-run_shard() {  # SECONDS NAME ARGS...: one shard, single-threaded, its wall time in its log's last line
-  local limit=$1 name=$2
-  shift 2
-  local t0=$SECONDS rc=0 cmd=("$bin" eval "$@" "${extra[@]}" --out "$out/shards/$name" --quiet)
-  (( limit > 0 )) && cmd=(timeout --signal=TERM "$limit" "${cmd[@]}")
-  OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE "${cmd[@]}" > "$out/logs/$name.log" 2>&1 || rc=$?
-  echo "shard $name rc=$rc wall_s=$((SECONDS - t0))" | tee -a "$out/logs/$name.log" >&2
-}
-
-start=$SECONDS
-running=0
+par_start "$jobs" "$deadline"
 (( merge_only )) && grid=/dev/null
 while IFS= read -r line; do
   line=${line%%#*}
   [[ $line == *'|'* ]] || continue
   name=$(echo "${line%%|*}" | xargs)
   read -r -a args <<< "${line#*|}"
-  while (( running >= jobs )); do
-    wait -n || true
-    running=$((running - 1))
-  done
-  limit=0
-  if (( deadline > 0 )); then
-    limit=$((deadline - (SECONDS - start)))
-    if (( limit <= 0 )); then
-      echo "eval_parallel: deadline reached, $name not started" >&2
-      continue
-    fi
-  fi
-  run_shard "$limit" "$name" "${args[@]}" &
-  running=$((running + 1))
-  echo "eval_parallel: started $name ($running running, $((SECONDS - start)) s)" >&2
+  par_launch "shard $name" "$out/logs/$name.log" "$bin" eval "${args[@]}" "${extra[@]}" --out "$out/shards/$name" --quiet
 done < "$grid"
-wait || true
-(( merge_only )) || echo "eval_parallel: shards done in $((SECONDS - start)) s" >&2
+par_wait
+(( merge_only )) || echo "eval_parallel: shards done in $((SECONDS - par_t0)) s" >&2
 
 (( no_merge )) && exit 0
 # Merge by task kind and render.
@@ -86,8 +51,7 @@ for k in "${!kinds[@]}"; do
   m=$out/merged/$k
   rm -rf "$m"
   mkdir -p "$m"
-  # sed: a shard cut off mid-line still ends in a newline, so its torn line stays its own (skipped)
-  for d in ${kinds[$k]}; do sed -e '$a\' "$d/samples.jsonl" >> "$m/samples.jsonl"; done
+  for d in ${kinds[$k]}; do par_append "$d/samples.jsonl" "$m/samples.jsonl"; done
   mkdir -p "$m/configs"
   for d in ${kinds[$k]}; do cp "$d/config.json" "$m/configs/$(basename "$d").json" 2>/dev/null || true; done
   first=(${kinds[$k]})

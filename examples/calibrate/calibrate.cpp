@@ -66,10 +66,13 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
     throw std::invalid_argument("--layer-kernel " + std::to_string(opt.layer_kernel) + " must be odd, in [1, 4095]");
   if (opt.layer_error_at != "o_proj" && opt.layer_error_at != "attention")
     throw std::invalid_argument("--layer-error-at '" + opt.layer_error_at + "' (accepted: o_proj, attention)");
+  if (opt.shards < 1 || opt.shard < 0 || opt.shard >= opt.shards)
+    throw std::invalid_argument("--shard " + std::to_string(opt.shard) + "/" + std::to_string(opt.shards) +
+                                " must be K/N with 0 <= K < N");
   const bool has_base = !opt.base.model.empty() || opt.base.layers > 0;
   if (has_base) opt.base.check_matches(shape);
-  const std::vector<probe_needle> rneedles = pick_needles(retrieval_needles(), opt.needles, "retrieval");
-  const std::vector<probe_needle> qneedles = pick_needles(reasoning_needles(), opt.reasoning_needle_names, "reasoning");
+  const std::vector<named_needle> rneedles = pick_needles(retrieval_needles(), opt.needles, "retrieval");
+  const std::vector<named_needle> qneedles = pick_needles(reasoning_needles(), opt.reasoning_needle_names, "reasoning");
   const std::vector<int64_t> qlengths = opt.reasoning_lengths.empty() ? opt.lengths : opt.reasoning_lengths;
   const int qdepths = opt.reasoning_depths > 0 ? opt.reasoning_depths : opt.depths;
   if ((has_stage("heads") || has_stage("reasoning")) && (opt.lengths.empty() || qlengths.empty()))
@@ -130,7 +133,7 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
       res.span_mass = span;
       res.copy_score = copy;
       std::string nd;
-      for (const auto& n : rneedles) nd += (nd.empty() ? "" : " | ") + n.name + ": " + n.fact;
+      for (const auto& n : rneedles) nd += (nd.empty() ? "" : " | ") + n.name + ": " + n.nd.fact;
       p.provenance["semantic_retrieval_needles"] = nd;
       p.provenance["semantic_retrieval_settings"] =
           "lengths " + join_lengths(opt.lengths) + "; depths " + std::to_string(opt.depths) +
@@ -144,19 +147,21 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
   }
 
   // ---- stage reasoning
-  if (has_stage("reasoning") && res.complete) {
+  // A shard runs its part of reasoning even though its heads stage is (by design) incomplete.
+  if (has_stage("reasoning") && (res.complete || opt.shards > 1)) {
     stage_report rep;
     kvtrim::retrieval_reasoning_score total(c.n_layer, c.n_head);
     const needle_grid grid{"reasoning", qneedles, qlengths, qdepths, 11, 5, false, "F1"};
+    const bool heads_complete = res.complete;
     res.complete = run_needle_stage(cal, grid, rep, [&](const record& r) {
       total.merge(kvtrim::retrieval_reasoning_score::from_json(r.state));
-    });
+    }) && heads_complete;
     if (res.complete) {
       if (rep.kept == 0)
         throw std::runtime_error("stage reasoning: no trial was kept (no answer reached F1 > 0.5); try shorter lengths");
       total.to_profile(p);
       std::string nd;
-      for (const auto& n : qneedles) nd += (nd.empty() ? "" : " | ") + n.name + ": " + n.fact + " Q: " + n.question;
+      for (const auto& n : qneedles) nd += (nd.empty() ? "" : " | ") + n.name + ": " + n.nd.fact + " Q: " + n.nd.question;
       p.provenance["retrieval_reasoning_needles"] = nd;
       p.provenance["retrieval_reasoning_settings"] =
           "lengths " + join_lengths(qlengths) + "; depths " + std::to_string(qdepths) + "; greedy, max_new_tokens " +
@@ -195,6 +200,21 @@ calibration_result calibrate(const model& m, const tokenizer& tok, const std::ve
   }
 
   if (!res.complete) return res;
+  // A stage not run here keeps the --profile's scores, and says so: its settings lines are that
+  // run's, not this one's (whose date replaces the profile's). A --profile of the same date is this
+  // run's own, finished stage by stage on one resume directory.
+  for (const auto& [stage, key] : {std::pair<const char*, const char*>{"heads", "semantic_retrieval"},
+                                   {"reasoning", "retrieval_reasoning"}, {"layers", "layer_error"}}) {
+    const std::string from = std::string(key) + "_from";
+    if (has_stage(stage)) {
+      p.provenance.erase(from);
+    } else if (const auto d = opt.base.provenance.find("date");
+               has_base && !p.provenance.count(from) && p.provenance.count(key) &&
+               (d == opt.base.provenance.end() || d->second != date)) {  // same date: the same run, resumed
+      p.provenance[from] = std::string("not measured by this run: kept from the --profile of ") +
+                           (d == opt.base.provenance.end() ? std::string("unknown date") : d->second);
+    }
+  }
   p.provenance["tool"] = calibration_tool_version;
   p.provenance["date"] = date;
   p.provenance["model_file"] = fs::path(id.path).filename().string() + " (sha256 " +

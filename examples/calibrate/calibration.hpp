@@ -21,19 +21,9 @@ namespace kvhost {
 // Written into every profile's provenance ("tool").
 inline constexpr const char* calibration_tool_version = "kvtrim calibrate 0.1.0";
 
-// A probe: a fact inserted into the haystack, the question asked after the document, the answer
-// the output is scored against, and the text the assistant's turn is primed with.
-struct probe_needle {
-  std::string name;
-  std::string fact;
-  std::string question;
-  std::string answer;
-  std::string answer_prefix;
-};
-
 // Needles written for kvtrim (not CompressKV's or HeadKV's, not the demo's).
-const std::vector<probe_needle>& retrieval_needles();  // stage "heads": fact sentence + question
-const std::vector<probe_needle>& reasoning_needles();  // stage "reasoning": two entities + comparison
+const std::vector<named_needle>& retrieval_needles();  // stage "heads": fact sentence + question
+const std::vector<named_needle>& reasoning_needles();  // stage "reasoning": two entities + comparison
 
 // How the needle stages' prompts are built (engine/needle.hpp): the fact spliced in as tokens, so
 // its span is exact, and "Answer in one sentence." after the question.
@@ -88,6 +78,11 @@ struct calibration_options {
   // Stop after this many newly run trials (< 0: no limit); the result is then incomplete and
   // no profile is made. For tests and for splitting a long run.
   int64_t max_trials = -1;
+  // Stages heads and reasoning run only the trials whose index in their stage's grid is
+  // shard (mod shards); with shards > 1 the run is never complete, no profile is made and stage
+  // layers is skipped. Shards in separate resume directories run in parallel; their .jsonl files
+  // concatenated make one resume directory whose rerun without a shard reuses every trial.
+  int shard = 0, shards = 1;
   bool progress = true;  // one line per trial on stderr, with ETA
   // An earlier profile of this model (empty model = none): the stages not run in this call are
   // taken from it, and stage "layers" reads its semantic retrieval heads when "heads" does not run.
@@ -112,7 +107,7 @@ struct stage_report {
 };
 
 struct calibration_result {
-  bool complete = false;  // false: stopped by max_trials
+  bool complete = false;  // false: stopped by max_trials, or one shard of a sharded run
   kvtrim::profile prof;   // valid only when complete
   std::vector<stage_report> stages;
   // Stage "heads" comparisons, [layer][q_head] means over kept trials: attention mass over the

@@ -25,7 +25,7 @@ double depth_of(int i, int depths) { return depths == 1 ? 0.5 : static_cast<doub
 
 // "context + question": the needle at `depth` of a haystack from record `start`, spliced in as
 // tokens so its span is exact; the assistant's turn primed with the needle's answer prefix.
-needle_prompt probe_prompt(calibration_run& cal, const probe_needle& nd, int64_t target, double depth, size_t start) {
+needle_prompt probe_prompt(calibration_run& cal, const named_needle& nd, int64_t target, double depth, size_t start) {
   const model_config& cfg = cal.m.config();
   const haystack_tokens hay = [&](int64_t n) {
     if (target > cfg.n_ctx - cal.opt.max_new_tokens)
@@ -35,8 +35,7 @@ needle_prompt probe_prompt(calibration_run& cal, const probe_needle& nd, int64_t
     return cal.data.haystack(start, n);
   };
   try {
-    return build_needle_prompt(cal.tok, hay, target, depth, {nd.fact, nd.question, nd.answer, nd.answer_prefix},
-                               calibration_needle_layout());
+    return build_needle_prompt(cal.tok, hay, target, depth, nd.nd, calibration_needle_layout());
   } catch (const needle_prompt_too_short& e) {
     throw std::invalid_argument("calibration length " + std::to_string(target) + " is too short for needle '" +
                                 nd.name + "' (its question and fact take " + std::to_string(e.overhead) + " tokens)");
@@ -112,7 +111,7 @@ namespace {
 
 // One needle trial with the full cache: greedy decode, the observer feeding the accumulators.
 // `semantic` chooses the stage: true = heads (semantic score + comparisons), false = reasoning.
-record run_needle_trial(calibration_run& cal, const std::string& key, const probe_needle& nd,
+record run_needle_trial(calibration_run& cal, const std::string& key, const needle& nd,
                         const needle_prompt& pr, bool semantic) {
   const auto t0 = clock_type::now();
   const model_config& cfg = cal.m.config();
@@ -214,13 +213,20 @@ bool run_needle_stage(calibration_run& cal, const needle_grid& g, stage_report& 
     int depth;
   };
   std::vector<plan> plans;
+  bool complete = true;
+  int64_t index = 0;
   for (size_t ni = 0; ni < g.needles.size(); ++ni)
     for (size_t li = 0; li < g.lengths.size(); ++li)
       for (int di = 0; di < g.depths; ++di) {
+        // Another shard's trial (interleaved, so every shard gets every length).
+        if (index++ % opt.shards != opt.shard) {
+          complete = false;
+          continue;
+        }
         // The haystack slice depends on the trial's place in --needles / --lengths: its start is
         // part of the key, so a reordered or extended list reruns the trials it moved.
         const size_t start = g.first_start + ni * g.needle_step + li * 3 + static_cast<size_t>(di);
-        const std::string key = needle_trial_key(g.stage, g.needles[ni].name, g.needles[ni].fact, g.lengths[li], di,
+        const std::string key = needle_trial_key(g.stage, g.needles[ni].name, g.needles[ni].nd.fact, g.lengths[li], di,
                                                  g.depths, opt.max_new_tokens, opt.seed) +
                                 needle_settings_suffix(opt, g.semantic) + "|start=" + std::to_string(start);
         plans.push_back({key, ni, start, g.lengths[li], di});
@@ -228,14 +234,13 @@ bool run_needle_stage(calibration_run& cal, const needle_grid& g, stage_report& 
       }
   st.pg.total = static_cast<int64_t>(plans.size());
   st.rep.planned = st.pg.total;
-  bool complete = true;
   const auto t0 = clock_type::now();
   for (const plan& pl : plans) {
-    const probe_needle& nd = g.needles[pl.needle];
+    const named_needle& nd = g.needles[pl.needle];
     bool reused = false;
     const record* r = st.trial(cal, pl.key, reused, [&] {
       const needle_prompt pr = probe_prompt(cal, nd, pl.len, depth_of(pl.depth, g.depths), pl.start);
-      return run_needle_trial(cal, pl.key, nd, pr, g.semantic);
+      return run_needle_trial(cal, pl.key, nd.nd, pr, g.semantic);
     });
     if (!r) {
       complete = false;

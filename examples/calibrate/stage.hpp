@@ -49,7 +49,7 @@ struct stage_run {
 // A needle stage's grid: needles x lengths x depths, run in that order.
 struct needle_grid {
   const char* stage;  // "heads" or "reasoning": the trial keys' prefix
-  const std::vector<probe_needle>& needles;
+  const std::vector<named_needle>& needles;
   const std::vector<int64_t>& lengths;
   int depths;
   size_t first_start, needle_step;  // haystack start: first_start + needle * needle_step + length * 3 + depth
@@ -79,7 +79,7 @@ std::pair<int64_t, int64_t> answer_token_span(const tokenizer& tok, const std::v
 std::string needle_settings_suffix(const calibration_options& opt, bool semantic);
 
 // The names' needles in the given order (all when names is empty); throws on an unknown name.
-std::vector<probe_needle> pick_needles(const std::vector<probe_needle>& all, const std::vector<std::string>& names,
+std::vector<named_needle> pick_needles(const std::vector<named_needle>& all, const std::vector<std::string>& names,
                                        const char* what);
 
 }  // namespace kvhost::calib

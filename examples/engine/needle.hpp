@@ -17,6 +17,11 @@ struct needle {
   std::string answer;    // the span the answer must contain (scored by ROUGE-1 recall)
   std::string answer_prefix;  // the assistant's answer is primed with this
 };
+// A needle with the name its records are keyed by: calibration's probes and eval's held-out needles.
+struct named_needle {
+  std::string name;
+  needle nd;
+};
 needle classic_needle();  // "The best thing to do in San Francisco is eat a sandwich and ..."
 
 // How the fact and the haystack become tokens.

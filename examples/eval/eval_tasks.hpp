@@ -44,10 +44,6 @@ struct niah_options {
 // (5 digits) is drawn from the seed, the rotation and the cell.
 std::vector<eval_sample> niah_samples(const tokenizer& tok, const std::string& haystack, const niah_options& o);
 
-struct named_needle {
-  std::string name;
-  needle nd;
-};
 // Needles for evaluation only: none of their answers' words occurs in a calibration needle.
 const std::vector<named_needle>& held_out_needles();
 // `text` started at a line drawn from (seed, rotation) and wrapped around; rotation 0 is `text`.

@@ -30,7 +30,7 @@ const char* kHelp =
     "                        [--layer-max-new-tokens 24] [--compressed-tokens 32] [--retrieval-heads 4]\n"
     "                        [--srh-span answer|needle] [--first-step observed|prefill]\n"
     "                        [--layer-pooling avg|max|none] [--layer-kernel 5] [--layer-error-at o_proj|attention]\n"
-    "                        [--seed S] [--resume-dir D] [--max-trials K] [--profile P.json]\n"
+    "                        [--seed S] [--resume-dir D] [--max-trials K] [--shard K/N] [--profile P.json]\n"
     "                        [--data-dir DIR] [--threads T] [--json] [--quiet]\n"
     "\n"
     "Runs probe prompts on the reference CPU host and writes the model's profile (whole or not at all).\n"
@@ -62,6 +62,10 @@ const char* kHelp =
     "  --resume-dir D       every finished trial is appended to D; a rerun skips them and gives the\n"
     "                       same profile as one uninterrupted run\n"
     "  --max-trials K       stop after K new trials (no profile is written; rerun to continue)\n"
+    "  --shard K/N          stages heads and reasoning run only trials K, K+N, K+2N, ... of their grids\n"
+    "                       (0 <= K < N); no profile is written and stage layers is skipped. Run the N\n"
+    "                       shards in parallel, each with its own --resume-dir, concatenate their .jsonl\n"
+    "                       files into one --resume-dir and rerun without --shard (scripts/calibrate_parallel.sh)\n"
     "  --data-dir DIR       folder holding leval/{gov_report_summ,patent_summ,news_summ,financial_qa}.jsonl\n"
     "                       (default: the source tree's ../shared/data)\n"
     "  --seed S             haystack order and layer prompts (default 0)\n"
@@ -109,7 +113,7 @@ int cmd_calibrate(int argc, char** argv) {
   args a(argc, argv, 2,
          {"model", "out", "stage", "lengths", "depths", "needles", "reasoning-lengths", "reasoning-depths",
           "reasoning-needles", "max-new-tokens", "layer-prompts", "layer-prompt-tokens", "layer-max-new-tokens",
-          "compressed-tokens", "retrieval-heads", "seed", "resume-dir", "max-trials", "profile", "data-dir",
+          "compressed-tokens", "retrieval-heads", "seed", "resume-dir", "max-trials", "shard", "profile", "data-dir",
           "threads", "srh-span", "first-step", "layer-pooling", "layer-kernel", "layer-error-at"},
          {"json", "quiet"});
   if (a.help()) {
@@ -144,6 +148,13 @@ int cmd_calibrate(int argc, char** argv) {
   o.seed = static_cast<std::uint64_t>(int_opt("seed", 0, 0, (1LL << 53)));
   o.resume_dir = a.str("resume-dir");
   o.max_trials = int_opt("max-trials", -1, -1, 1LL << 40);
+  if (a.has("shard")) {
+    const std::string sh = a.str("shard");
+    const size_t slash = sh.find('/');
+    if (slash == std::string::npos) throw usage_error("--shard '" + sh + "' is not K/N");
+    o.shards = static_cast<int>(args::parse_int_in("shard", sh.substr(slash + 1), 1, 4096));
+    o.shard = static_cast<int>(args::parse_int_in("shard", sh.substr(0, slash), 0, o.shards - 1));
+  }
   o.data_dir = a.str("data-dir");
   o.progress = !a.flag("quiet");
   if (a.has("threads")) {
@@ -182,7 +193,10 @@ int cmd_calibrate(int argc, char** argv) {
                              ", not this file's " + id.sha256);
 
   const kvhost::calibration_result r = kvhost::calibrate(*h.mdl, *h.tok, h.stops, id, o);
-  if (!r.complete) {
+  if (!r.complete && o.shards > 1) {
+    std::fprintf(stderr, "shard %d/%d done; nothing written. Merge the shards' resume directories and rerun "
+                         "without --shard.\n", o.shard, o.shards);
+  } else if (!r.complete) {
     std::fprintf(stderr, "stopped after %lld new trials (--max-trials); nothing written. Rerun with the same "
                          "--resume-dir to continue.\n", static_cast<long long>(o.max_trials));
   } else {

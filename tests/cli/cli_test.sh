@@ -123,6 +123,14 @@ expect_error "calibrate --out in a missing folder" 1 "--out $TMP/missing/p.json:
 expect_error "calibrate --out a folder" 1 "--out $TMP is a directory" calibrate --out "$TMP" --model /nonexistent.gguf
 touch "$TMP/plainfile"
 expect_error "calibrate --resume-dir under a file" 1 "--resume-dir: cannot create the directory" calibrate --out "$TMP/p2.json" --resume-dir "$TMP/plainfile/r" --model /nonexistent.gguf
+expect_error "calibrate --shard without N" 2 "--shard '3' is not K/N" calibrate --out "$TMP/p3.json" --shard 3 --model /nonexistent.gguf
+expect_error "calibrate --shard K >= N" 2 "--shard" calibrate --out "$TMP/p3.json" --shard 4/4 --model /nonexistent.gguf
+# scripts/*_parallel.sh: bad options are refused before anything runs.
+for s in calibrate_parallel eval_parallel; do
+  help=$("$SRC/scripts/$s.sh" --help) && [[ $help == Runs* ]] && ok || bad "$s.sh --help"
+done
+"$SRC/scripts/calibrate_parallel.sh" "$TMP/cp" -j 0 --kvtrim "$KVTRIM" 2>"$TMP/err"; [ $? -eq 2 ] && grep -q "not a positive count" "$TMP/err" && ok || bad "calibrate_parallel -j 0"
+"$SRC/scripts/eval_parallel.sh" /nonexistent.txt "$TMP/ep" --kvtrim "$KVTRIM" 2>"$TMP/err"; [ $? -eq 2 ] && grep -q "no grid file" "$TMP/err" && ok || bad "eval_parallel without a grid"
 # report: a record that is valid JSON but lacks fields gives the file and line, never a crash.
 mkdir -p "$TMP/rep"
 printf '{"task":"x","method":"full","budget":"full","kv_percent_of_full":100,"score":50}\n{"task":"x"}\n' > "$TMP/rep/samples.jsonl"

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -151,7 +152,7 @@ TEST_F(CalibrateTest, AccumulatorsFedByTheHost) {
   EXPECT_GE(r.stages[0].kept, 1);
   EXPECT_EQ(r.stages[2].planned, 4);  // one prompt per dataset
   const auto& p = r.prof;
-  const std::vector<int> fact = tok_->encode(" " + kvhost::retrieval_needles()[0].fact, false);
+  const std::vector<int> fact = tok_->encode(" " + kvhost::retrieval_needles()[0].nd.fact, false);
   std::map<int, int> occ;
   int k_max = 0;
   for (int t : fact) k_max = std::max(k_max, ++occ[t]);
@@ -235,6 +236,88 @@ TEST_F(CalibrateTest, InterruptedRunResumesToTheSameProfile) {
   ASSERT_TRUE(again.complete);
   for (const auto& s : again.stages) EXPECT_EQ(s.run, 0) << s.stage;
   EXPECT_EQ(kvtrim::json::dump(kvtrim::to_json(again.prof)), kvtrim::json::dump(kvtrim::to_json(rest.prof)));
+}
+
+// Two shards in their own resume directories split the needle trials between them (even
+// trials to shard 0, odd to 1, heads and reasoning both), write nothing and skip stage layers;
+// their logs concatenated into one directory and rerun without a shard reuse every needle trial
+// and give the uninterrupted run's profile.
+TEST_F(CalibrateTest, ShardsMergedGiveTheUnshardedProfile) {
+  const auto& full = full_run();
+  ASSERT_TRUE(full.complete);
+  const fs::path merged = root_ / "shards-merged";
+  fs::create_directories(merged);
+  for (int k = 0; k < 2; ++k) {
+    auto o = tiny("shard" + std::to_string(k));
+    o.shard = k;
+    o.shards = 2;
+    const auto r = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+    EXPECT_FALSE(r.complete);
+    ASSERT_EQ(r.stages.size(), 2u) << "stage layers must not run in a shard";
+    EXPECT_EQ(r.stages.at(0).stage, "heads");
+    EXPECT_EQ(r.stages.at(0).run, 2);  // 4 heads trials (2 lengths x 2 depths), every other one
+    EXPECT_EQ(r.stages.at(1).stage, "reasoning");
+    EXPECT_EQ(r.stages.at(1).run, 2);
+    for (const char* f : {"heads.jsonl", "reasoning.jsonl"}) {
+      std::ofstream(merged / f, std::ios::app) << std::ifstream(fs::path(o.resume_dir) / f).rdbuf();
+    }
+    if (k == 0) fs::copy_file(fs::path(o.resume_dir) / "run.json", merged / "run.json");
+  }
+  auto o = tiny("shards-merged");
+  const auto r = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.stages.at(0).run, 0);
+  EXPECT_EQ(r.stages.at(0).reused, 4);
+  EXPECT_EQ(r.stages.at(1).run, 0);
+  EXPECT_EQ(r.stages.at(1).reused, 4);
+  EXPECT_EQ(r.prof.semantic_retrieval, full.prof.semantic_retrieval);
+  EXPECT_EQ(r.prof.retrieval_reasoning, full.prof.retrieval_reasoning);
+  EXPECT_EQ(r.prof.layer_error, full.prof.layer_error);
+  for (int bad : {-1, 2}) {
+    auto x = tiny("");
+    x.shards = 2;
+    x.shard = bad;
+    EXPECT_THROW(kvhost::calibrate(*model_, *tok_, stops_, id_, x), std::invalid_argument) << bad;
+  }
+}
+
+// The shipped profile is rebuilt, score for score, from its committed calibration records
+// (bench/calibration/2026-12-02) by the commands its README gives, without running a trial
+// (max_trials 0: a key that no longer matches fails here instead of running for hours).
+TEST_F(CalibrateTest, ShippedProfileRebuildsFromItsRecords) {
+  const fs::path rec = fs::path(KVTRIM_SOURCE_DIR) / "bench/calibration/2026-12-02";
+  const fs::path dir = root_ / "shipped";
+  fs::create_directories(dir);
+  fs::copy_file(rec / "run.json", dir / "run.json", fs::copy_options::overwrite_existing);
+  for (const char* f : {"heads", "reasoning", "layers"}) {
+    const std::string cmd = "gunzip -c '" + (rec / (std::string(f) + ".jsonl.gz")).string() + "' > '" +
+                            (dir / (std::string(f) + ".jsonl")).string() + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  kvhost::calibration_options o;
+  o.lengths = {512, 1024, 1536, 2048, 3072, 4096, 5120, 6144, 7168, 8100};
+  o.depths = 10;
+  o.max_new_tokens = 50;
+  o.layer_prompts = 8;
+  o.layer_prompt_tokens = 4096;
+  o.layer_max_new_tokens = 24;
+  o.resume_dir = dir.string();
+  o.max_trials = 0;
+  o.progress = false;
+  o.stages = {"heads"};
+  o.base = kvtrim::load_profile(std::string(KVTRIM_SOURCE_DIR) + "/profiles/archive/smollm2-135m-instruct-2026-11-25.json");
+  const auto heads = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_TRUE(heads.complete);
+  o.stages = {"layers"};
+  o.base = heads.prof;
+  const auto r = kvhost::calibrate(*model_, *tok_, stops_, id_, o);
+  ASSERT_TRUE(r.complete);
+  const kvtrim::profile shipped =
+      kvtrim::load_profile(std::string(KVTRIM_SOURCE_DIR) + "/profiles/smollm2-135m-instruct.json");
+  EXPECT_EQ(r.prof.semantic_retrieval, shipped.semantic_retrieval);
+  EXPECT_EQ(r.prof.retrieval_reasoning, shipped.retrieval_reasoning);
+  EXPECT_EQ(r.prof.layer_error, shipped.layer_error);
+  EXPECT_EQ(r.prof.provenance, shipped.provenance);
 }
 
 TEST_F(CalibrateTest, ProfileOfAnotherModelIsRejected) {
@@ -364,20 +447,20 @@ TEST_F(CalibrateTest, ResumeKeysRecordTheHaystackSlice) {
 TEST_F(CalibrateTest, AnswerSpanIsTheAnswersTokensInsideTheNeedle) {
   for (const auto& nd : kvhost::retrieval_needles()) {
     std::vector<int32_t> toks = {1, 2};  // a frame before the fact
-    const auto fact = tok_->encode(" " + nd.fact, false);
+    const auto fact = tok_->encode(" " + nd.nd.fact, false);
     toks.insert(toks.end(), fact.begin(), fact.end());
     toks.push_back(3);
     const int64_t b = 2, e = 2 + static_cast<int64_t>(fact.size());
-    const auto [ab, ae] = kvhost::calib::answer_token_span(*tok_, toks, b, e, nd.answer);
+    const auto [ab, ae] = kvhost::calib::answer_token_span(*tok_, toks, b, e, nd.nd.answer);
     EXPECT_GE(ab, b) << nd.name;
     EXPECT_LE(ae, e) << nd.name;
     EXPECT_LT(ae - ab, e - b) << nd.name;
     const std::string text = tok_->decode(std::vector<int>(toks.begin() + ab, toks.begin() + ae));
-    EXPECT_NE(text.find(nd.answer), std::string::npos) << nd.name << ": '" << text << "'";
+    EXPECT_NE(text.find(nd.nd.answer), std::string::npos) << nd.name << ": '" << text << "'";
     // One token fewer on either side loses part of the answer.
-    EXPECT_EQ(tok_->decode(std::vector<int>(toks.begin() + ab + 1, toks.begin() + ae)).find(nd.answer),
+    EXPECT_EQ(tok_->decode(std::vector<int>(toks.begin() + ab + 1, toks.begin() + ae)).find(nd.nd.answer),
               std::string::npos);
-    EXPECT_EQ(tok_->decode(std::vector<int>(toks.begin() + ab, toks.begin() + ae - 1)).find(nd.answer),
+    EXPECT_EQ(tok_->decode(std::vector<int>(toks.begin() + ab, toks.begin() + ae - 1)).find(nd.nd.answer),
               std::string::npos);
   }
   EXPECT_THROW(kvhost::calib::answer_token_span(*tok_, {5, 6, 7}, 0, 3, "not there at all"), std::invalid_argument);
@@ -388,10 +471,10 @@ TEST_F(CalibrateTest, AnswerSpanIsTheAnswersTokensInsideTheNeedle) {
 // scores; over the whole needle (kvtrim's earlier choice) head 1 scores too.
 TEST_F(CalibrateTest, OnlyTheAnswerSpanIsCredited) {
   const auto& nd = kvhost::retrieval_needles()[0];
-  const auto fact = tok_->encode(" " + nd.fact, false);
+  const auto fact = tok_->encode(" " + nd.nd.fact, false);
   std::vector<int32_t> toks(fact.begin(), fact.end());
   const int64_t n = static_cast<int64_t>(toks.size());
-  const auto [ab, ae] = kvhost::calib::answer_token_span(*tok_, toks, 0, n, nd.answer);
+  const auto [ab, ae] = kvhost::calib::answer_token_span(*tok_, toks, 0, n, nd.nd.answer);
   ASSERT_GT(ab, 0);
   std::vector<float> attn(static_cast<size_t>(2 * n), 0.0f);
   for (int64_t i = ab; i < ae; ++i) attn[size_t(i)] = 1.0f / static_cast<float>(ae - ab);
@@ -512,6 +595,12 @@ TEST_F(CalibrateTest, LayerErrorAfterOProjIsAnOption) {
   EXPECT_NE(after.prof.provenance.at("layer_error_settings").find("pooling avg kernel 5"), std::string::npos);
   EXPECT_NE(before.prof.provenance.at("layer_error_settings").find("outputs compared before o_proj"),
             std::string::npos);
+  // The stages kept from --profile say so, with that profile's date; the stage run does not.
+  const std::string from = "not measured by this run: kept from the --profile of " + full.prof.provenance.at("date");
+  EXPECT_EQ(after.prof.provenance.at("semantic_retrieval_from"), from);
+  EXPECT_EQ(after.prof.provenance.at("retrieval_reasoning_from"), from);
+  EXPECT_EQ(after.prof.provenance.count("layer_error_from"), 0u);
+  EXPECT_EQ(full.prof.provenance.count("semantic_retrieval_from"), 0u);
 }
 
 // A resume line that is JSON but not a trial record: a clear error naming the file and line

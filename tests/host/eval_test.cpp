@@ -400,11 +400,11 @@ TEST(HeldOutNeedles, ShareNoAnswerWordWithCalibration) {
   // Words an answer may share with anything (articles, prepositions) are not evidence of overlap.
   const std::set<std::string> common{"a", "an", "the", "in", "on", "of", "to", "at", "and", "with", "it", "is",
                                      "by", "from", "was", "every"};
-  std::vector<kvhost::probe_needle> cal = kvhost::retrieval_needles();
+  std::vector<kvhost::named_needle> cal = kvhost::retrieval_needles();
   cal.insert(cal.end(), kvhost::reasoning_needles().begin(), kvhost::reasoning_needles().end());
   std::set<std::string> cal_words;
   for (const auto& c : cal)
-    for (const auto& w : kvhost::words(c.fact + " " + c.question + " " + c.answer)) cal_words.insert(w);
+    for (const auto& w : kvhost::words(c.nd.fact + " " + c.nd.question + " " + c.nd.answer)) cal_words.insert(w);
   std::set<std::string> names;
   for (const auto& h : held_out_needles()) {
     EXPECT_TRUE(names.insert(h.name).second) << h.name;

@@ -66,14 +66,13 @@ TEST(NeedlePrompt, TokenSpliceGivesCalibrationsOldTokens) {
   const nlohmann::json f = fixture();
   const std::vector<int> ids = m.tok->encode(kvhost::generated_haystack(40000), false);
   const kvhost::haystack_tokens hay = [&](int64_t n) { return std::vector<int32_t>(ids.begin(), ids.begin() + n); };
-  std::vector<kvhost::probe_needle> all = kvhost::retrieval_needles();
+  std::vector<kvhost::named_needle> all = kvhost::retrieval_needles();
   all.insert(all.end(), kvhost::reasoning_needles().begin(), kvhost::reasoning_needles().end());
   for_each_case(f.at("calibration"), 36, [&](const nlohmann::json& c, int64_t len, double depth) {
     const auto it = std::find_if(all.begin(), all.end(), [&](const auto& p) { return p.name == c.at("needle"); });
     ASSERT_NE(it, all.end());
     const kvhost::needle_prompt p = kvhost::build_needle_prompt(
-        *m.tok, hay, len, depth, {it->fact, it->question, it->answer, it->answer_prefix},
-        kvhost::calibration_needle_layout());
+        *m.tok, hay, len, depth, it->nd, kvhost::calibration_needle_layout());
     EXPECT_EQ(p.tokens, c.at("tokens").get<std::vector<int32_t>>());
     EXPECT_EQ(p.span_begin, c.at("span_begin").get<int64_t>());
     EXPECT_EQ(p.span_end, c.at("span_end").get<int64_t>());
