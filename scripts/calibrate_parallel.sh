@@ -49,6 +49,8 @@ cp "$out/shards/0/run.json" "$m/run.json"
 for f in heads reasoning; do
   rm -f "$m/$f.jsonl"
   for d in "$out"/shards/*/; do par_append "$d/$f.jsonl" "$m/$f.jsonl"; done
+  # Shards seeded with the same records hold the same lines: keep one of each.
+  [[ -f $m/$f.jsonl ]] && awk '!seen[$0]++' "$m/$f.jsonl" > "$m/$f.jsonl.tmp" && mv "$m/$f.jsonl.tmp" "$m/$f.jsonl"
 done
 echo "calibrate_parallel: merged $(cat "$m"/*.jsonl 2>/dev/null | wc -l) trial records; finishing" >&2
 OMP_NUM_THREADS=$jobs "$bin" calibrate "$@" --resume-dir "$m" --out "$out/profile.json" --json > "$out/summary.json"
