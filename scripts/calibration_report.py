@@ -512,7 +512,7 @@ def main():
         to_png(bars)
     if a.previous:
         w("")
-        out.extend(changes_section(load_json(a.previous, "previous profile"), prof, a, k))
+        out.extend(changes_section(load_json(a.previous, "previous profile"), prof, a, k, budgets if le else {}))
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 
@@ -539,7 +539,7 @@ def spearman(a, b):
     return num / den if den else float("nan")
 
 
-def changes_section(old, new, a, k):
+def changes_section(old, new, a, k, new_budgets):
     """What the new profile changes against the one it replaces, as markdown lines."""
     out = [f"### What changed from the previous profile (`{os.path.basename(a.previous)}`)\n"]
     for key, what in (("semantic_retrieval", "Semantic retrieval heads (CompressKV)"),
@@ -553,6 +553,9 @@ def changes_section(old, new, a, k):
         for B in (32, 64, 128):
             got = []
             for pth in (a.previous, a.profile):
+                if pth == a.profile and B in new_budgets:  # the section above asked already
+                    got.append(new_budgets[B])
+                    continue
                 res = subprocess.run([a.kvtrim, "budgets", "--profile", pth, "--method", "compresskv",
                                       "--budget", str(B), "--json"], capture_output=True, text=True, check=True)
                 got.append(json.loads(res.stdout)["layers"])
