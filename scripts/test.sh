@@ -11,8 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="$(nproc)"
+# Elapsed time per step on stderr: CI has a time limit, and this says where the time goes.
+step() { echo "test.sh: ${SECONDS}s: $*" >&2; }
+step setup and the Release build
 scripts/setup.sh build
+step consumer
 tests/consumer/run.sh build-consumer
+step ASan unit and tool tests
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKVTRIM_SANITIZE=ON -DKVTRIM_BUILD_EXAMPLES=OFF -DKVTRIM_CUDA=OFF >/dev/null
 cmake --build build-asan -j"$JOBS" --target kvtrim_unit_tests kvtrim_tool_tests
@@ -27,17 +32,21 @@ ctest --test-dir build-asan --output-on-failure -j"$JOBS"
 #     and calibration resume without the long golden and calibration runs of step 4.
 # 3c. Every libFuzzer target of tests/fuzz for a short fixed number of executions (clang).
 KVTRIM_ASAN_HOST_FILTER="${KVTRIM_ASAN_HOST_FILTER:-GgufReader.*:GgufModelFile.*:GgufDequantize.*:GgufFuzzRegressions.*:KvStore.*:StrictNumbers.*:EvalRecords.*:EvalReport.*:EvalTasks.*:EvalMetrics.*:AtomicWrite.*:OutputPaths.*:EvalJsonl.*:FullMethod.*:Tokenizer.EdgeCasesMatchOracle:Tokenizer.SpecialTokens:Tokenizer.BadInputIsRejected:Tokenizer.ToyVocabulary:Tokenizer.ChatTemplateChatML:Tokenizer.FromGgufRejectsOtherTokenizers:ModelTest.ConfigOfTheDefaultModel:ModelTest.RejectsBadPromptsAndTokens:ModelTest.AnswersTheFranceQuestion:ModelTest.KeepAllHookIsBitIdenticalToNoHook:ModelTest.CompressingHookShrinksTheCacheAndPositionsContinue:EvalModel.RulerJsonlReader:Compression.MemoryIsReleased:CalibrateTest.BadOptionsAreRejectedBeforeAnyTrial:CalibrateTest.WrongTypeRecordsAndTornLines}"
+step ASan host and CLI
 cmake -S . -B build-asan-host -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DKVTRIM_SANITIZE=ON \
   -DKVTRIM_BUILD_EXAMPLES=ON -DKVTRIM_NATIVE=OFF -DKVTRIM_CUDA=OFF >/dev/null
 cmake --build build-asan-host -j"$JOBS" --target kvtrim_cli kvtrim_host_tests
 ASAN_OPTIONS=detect_leaks=1 OMP_WAIT_POLICY=PASSIVE bash tests/cli/cli_test.sh build-asan-host/bin/kvtrim "$PWD"
 ASAN_OPTIONS=detect_leaks=1 OMP_WAIT_POLICY=PASSIVE \
   build-asan-host/tests/kvtrim_host_tests --gtest_filter="$KVTRIM_ASAN_HOST_FILTER" --gtest_brief=1
+step fuzz targets
 command -v clang++ >/dev/null 2>&1 || scripts/debian_packages.sh clang   # libFuzzer, for the fuzz targets
 tests/fuzz/run.sh --build build-fuzz
 # ==== issue 15 (end) ===============================================================================
 
-
+step Release tests
 ctest --test-dir build --output-on-failure -j"$JOBS"
 
+step Python
 scripts/python_test.sh
+step done
