@@ -29,9 +29,11 @@ ctest --test-dir build-asan --output-on-failure -j"$JOBS"
 #     speed; no -march=native, where GCC 12 reports uninitialised AVX-512 intrinsics under ASan
 #     that are not): the CLI test in full, and the host tests on the real model as a reduced subset
 #     (KVTRIM_ASAN_HOST_FILTER) that covers every reader, the model constructor, the runner, eval
-#     and calibration resume without the long golden and calibration runs of step 4.
+#     and calibration resume without the long golden and calibration runs of step 4 (nor
+#     Compression.MemoryIsReleased: 1277 s of five 1000-token prefills under ASan, measured
+#     2026-12-02, most of the 90-minute CI limit; it runs in step 4).
 # 3c. Every libFuzzer target of tests/fuzz for a short fixed number of executions (clang).
-KVTRIM_ASAN_HOST_FILTER="${KVTRIM_ASAN_HOST_FILTER:-GgufReader.*:GgufModelFile.*:GgufDequantize.*:GgufFuzzRegressions.*:KvStore.*:StrictNumbers.*:EvalRecords.*:EvalReport.*:EvalTasks.*:EvalMetrics.*:AtomicWrite.*:OutputPaths.*:EvalJsonl.*:FullMethod.*:Tokenizer.EdgeCasesMatchOracle:Tokenizer.SpecialTokens:Tokenizer.BadInputIsRejected:Tokenizer.ToyVocabulary:Tokenizer.ChatTemplateChatML:Tokenizer.FromGgufRejectsOtherTokenizers:ModelTest.ConfigOfTheDefaultModel:ModelTest.RejectsBadPromptsAndTokens:ModelTest.AnswersTheFranceQuestion:ModelTest.KeepAllHookIsBitIdenticalToNoHook:ModelTest.CompressingHookShrinksTheCacheAndPositionsContinue:EvalModel.RulerJsonlReader:Compression.MemoryIsReleased:CalibrateTest.BadOptionsAreRejectedBeforeAnyTrial:CalibrateTest.WrongTypeRecordsAndTornLines}"
+KVTRIM_ASAN_HOST_FILTER="${KVTRIM_ASAN_HOST_FILTER:-GgufReader.*:GgufModelFile.*:GgufDequantize.*:GgufFuzzRegressions.*:KvStore.*:StrictNumbers.*:EvalRecords.*:EvalReport.*:EvalTasks.*:EvalMetrics.*:AtomicWrite.*:OutputPaths.*:EvalJsonl.*:FullMethod.*:Tokenizer.EdgeCasesMatchOracle:Tokenizer.SpecialTokens:Tokenizer.BadInputIsRejected:Tokenizer.ToyVocabulary:Tokenizer.ChatTemplateChatML:Tokenizer.FromGgufRejectsOtherTokenizers:ModelTest.ConfigOfTheDefaultModel:ModelTest.RejectsBadPromptsAndTokens:ModelTest.AnswersTheFranceQuestion:ModelTest.KeepAllHookIsBitIdenticalToNoHook:ModelTest.CompressingHookShrinksTheCacheAndPositionsContinue:EvalModel.RulerJsonlReader:CalibrateTest.BadOptionsAreRejectedBeforeAnyTrial:CalibrateTest.WrongTypeRecordsAndTornLines}"
 step ASan host and CLI
 cmake -S . -B build-asan-host -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DKVTRIM_SANITIZE=ON \
   -DKVTRIM_BUILD_EXAMPLES=ON -DKVTRIM_NATIVE=OFF -DKVTRIM_CUDA=OFF >/dev/null

@@ -38,7 +38,7 @@ std::vector<int64_t> compression_session::on_layer(int layer, float* k, float* v
   if (e.attention_sums) kv.attention_sums = kvtrim::view3<const float>::head_major(e.attention_sums, s.q_heads, n, 1);
   if (e.prompt_queries)
     kv.prompt_queries = kvtrim::view3<const float>(e.prompt_queries, s.q_heads, n, s.head_dim, s.head_dim, e.q_stride, 1);
-  if (e.inv_freq) kv.rope.inv_freq = e.inv_freq;  // the host's RoPE pairs (i, i + d/2): halves
+  if (e.inv_freq) kv.rope.inv_freq = store_.inv_freq = e.inv_freq;  // the host's RoPE pairs (i, i + d/2): halves
   std::vector<int64_t> lengths = seq_->compress_layer(layer, kv, store_);
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return lengths;
@@ -53,6 +53,7 @@ kvtrim::layer_kv<float> compression_session::store::compacted(int layer, int64_t
   kv.keys = kvtrim::view3<float>::head_major(cache.k(layer, int(kv_head)), 1, len, cache.head_dim());
   kv.values = kvtrim::view3<float>::head_major(cache.v(layer, int(kv_head)), 1, len, cache.head_dim());
   kv.kv_head_offset = kv_head;
+  kv.rope.inv_freq = inv_freq;  // the re-trimmed rows sit at positions 0..len-1 when re-rotated
   return kv;
 }
 

@@ -37,6 +37,7 @@ class compression_session {
     kvtrim::layer_kv<float> compacted(int layer, int64_t kv_head) override;
     void resized(int layer, const std::vector<int64_t>& lengths) override;
     kv_store& cache;
+    const double* inv_freq = nullptr;  // the model's RoPE, for a re-trim that re-rotates keys
   };
 
   kvtrim::method method_;

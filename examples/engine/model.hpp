@@ -131,6 +131,8 @@ class model {
   // Layer l's o_proj weight, [n_embd][n_head * head_dim] row-major; the RoPE frequencies.
   const float* out_proj(int layer) const { return layers_.at(static_cast<size_t>(layer)).wo.data(); }
   const std::vector<double>& rope_frequencies() const { return inv_freq_; }
+  // RoPE of one token at `pos` (any integer: a negative one turns back), n_heads x head_dim, in place.
+  void rope(float* x, int n_heads, int64_t pos) const;
 
   // Resets `cache` to this model's shape, runs the prompt and leaves its (possibly compressed)
   // K/V in the cache with n_past() = tokens.size(). `window` (1..n) is only used with a hook.
@@ -164,7 +166,6 @@ class model {
 
   const matrix& lm_head() const { return tied_ ? tok_embd_ : output_; }
   void check_token(int32_t t) const;
-  void rope(float* x, int n_heads, int64_t pos) const;  // one token, n_heads x head_dim, in place
 
   model_config cfg_;
   matrix tok_embd_;  // [vocab][n_embd]

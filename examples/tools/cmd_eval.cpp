@@ -104,6 +104,7 @@ std::string settings_of(const kvtrim::method* m, const std::string& profile_fp) 
   if (!m) return "full";
   std::string s = "window=" + std::to_string(m->spec().window);
   for (const auto& [k, v] : m->params()) s += ";" + k + "=" + v;
+  if (m->spec().rerotate_keys) s += ";rerotate_keys=1";
   if (m->info().needs_profile()) s += ";profile=" + profile_fp;
   return s;
 }
@@ -167,12 +168,12 @@ int cmd_eval(int argc, char** argv) {
   // Methods x budgets, each validated now (a method that needs a missing profile fails here).
   std::vector<std::string> methods =
       a.list("methods", default_methods(h.prof != nullptr));
-  for (const auto& name : methods) kvtrim::find_method(name);  // unknown: one line, the accepted names
+  for (const auto& name : methods) method_info_of(name);  // unknown: one line, the accepted names
   // What the capture keeps beyond K, V and the window: only what a listed method reads.
   bool need_sums = false, need_queries = false;
   for (const auto& name : methods) {
-    need_sums = need_sums || kvtrim::find_method(name).needs_attention_sums;
-    need_queries = need_queries || kvtrim::find_method(name).needs_prompt_queries;
+    need_sums = need_sums || method_info_of(name).needs_attention_sums;
+    need_queries = need_queries || method_info_of(name).needs_prompt_queries;
   }
   const auto entries = method_param_entries(a, methods);
   std::string profile_fp = "none";
@@ -190,7 +191,6 @@ int cmd_eval(int argc, char** argv) {
     }
     for (size_t i = 0; i < budgets.size(); ++i) {
       kvtrim::method_spec c = base;
-      c.name = name;
       c.target = budgets[i];
       auto m = std::make_unique<kvtrim::method>(kvtrim::make_method(c, shape));
       const std::string settings = settings_of(m.get(), profile_fp);

@@ -1,7 +1,7 @@
 #pragma once
 // The method options every tool shares. Everything about a method comes from the registry
 // (kvtrim/compose/registry.hpp): its name, its parameters and their defaults and ranges.
-//   --method M / --methods A,B   registered names
+//   --method M / --methods A,B   registered names, each optionally ending in +rerotate
 //   --budget B | --ratio R       B tokens per KV head per layer on average (window included)
 //   --window W                   the observation window every method keeps
 //   --pooling P, --kernel K      window-score pooling of every method that has it
@@ -17,6 +17,21 @@
 
 namespace kvtools {
 
+// A method as the tools name it: a registered name, or one ending in "+rerotate" for the same
+// method with its kept keys re-rotated to contiguous positions (method_spec::rerotate_keys), so
+// that `--methods snapkv,snapkv+rerotate` compares the two on one prefill.
+inline constexpr const char k_rerotate_suffix[] = "+rerotate";
+inline bool rerotates(const std::string& label) {
+  const size_t n = sizeof k_rerotate_suffix - 1;
+  return label.size() > n && label.compare(label.size() - n, n, k_rerotate_suffix) == 0;
+}
+inline std::string registry_name(const std::string& label) {
+  return rerotates(label) ? label.substr(0, label.size() - (sizeof k_rerotate_suffix - 1)) : label;
+}
+inline const kvtrim::method_info& method_info_of(const std::string& label) {
+  return kvtrim::find_method(registry_name(label));  // unknown: one line listing the accepted names
+}
+
 inline std::set<std::string> method_options() {
   return {"method", "budget", "ratio", "window", "pooling", "kernel", "param"};
 }
@@ -25,7 +40,8 @@ inline std::set<std::string> method_options() {
 inline std::string method_options_help() {
   std::string s =
       "\nmethod options:\n"
-      "  --method M             one of the methods below\n"
+      "  --method M             one of the methods below; M+rerotate: the same method with\n"
+      "                         each kept key re-rotated to its new position (0..len-1)\n"
       "  --budget B             average retained tokens per KV head per layer, window included\n"
       "  --ratio R              or the fraction of the prompt kept, in (0, 1]\n"
       "  --window W             observation window, always kept (default 8)\n"
@@ -61,25 +77,26 @@ inline std::vector<std::pair<std::string, std::string>> method_param_entries(
       throw usage_error("--param: '" + e + "' is not METHOD:KEY=VALUE");
     const std::string m = e.substr(0, colon);
     kvtrim::find_method(m);  // unknown names: one line listing the accepted ones
-    if (std::find(methods.begin(), methods.end(), m) == methods.end())
+    if (std::none_of(methods.begin(), methods.end(), [&](const std::string& x) { return registry_name(x) == m; }))
       throw usage_error("--param: '" + e + "' names method '" + m + "', which is not being run");
     out.emplace_back(m, e.substr(colon + 1));
   }
   return out;
 }
 
-// The spec of method `name` from the shared options: defaults, then --pooling/--kernel where the
-// method pools, then its own --param entries.
-inline kvtrim::method_spec method_spec_for(const args& a, const std::string& name,
+// The spec of method `label` from the shared options: defaults, then --pooling/--kernel where
+// the method pools, then its own --param entries (M+rerotate takes M's).
+inline kvtrim::method_spec method_spec_for(const args& a, const std::string& label,
                                            const std::vector<std::pair<std::string, std::string>>& entries) {
-  const kvtrim::method_info& info = kvtrim::find_method(name);
+  const kvtrim::method_info& info = method_info_of(label);
   kvtrim::method_spec c;
-  c.name = name;
+  c.name = info.name;
+  c.rerotate_keys = rerotates(label);
   c.window = a.integer_in("window", c.window, 1, k_max_tokens);
   if (info.param("pooling") && a.has("pooling")) c.params["pooling"] = a.str("pooling");
   if (info.param("kernel") && a.has("kernel")) c.params["kernel"] = a.str("kernel");
   for (const auto& [m, kv] : entries)
-    if (m == name) c.params[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
+    if (m == c.name) c.params[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
   return c;
 }
 

@@ -73,6 +73,11 @@ expect_error "unknown param key" 1 "has no parameter 'gamma'" budgets --method p
 expect_error "param out of range" 1 "pyramidkv:beta = 0 outside" budgets --method pyramidkv --budget 64 --layers 2 --q-heads 2 --kv-heads 1 --param pyramidkv:beta=0
 
 # --- bad input: one line, non-zero exit, nothing written ----------------------------------------
+expect_json "M+rerotate: the same budgets as M" 'j["layers"] == [64]*30 and j["heads"] == [[64]*3]*30' \
+  budgets --method snapkv+rerotate --budget 64 --layers 30 --q-heads 9 --kv-heads 3 --json
+expect_json "M+rerotate takes M's params" 'j["layers"][0] > j["layers"][-1]' \
+  budgets --method pyramidkv+rerotate --budget 64 --layers 30 --q-heads 9 --kv-heads 3 --param pyramidkv:beta=2 --json
+expect_error "unknown method with +rerotate" 1 "unknown method 'nope'" budgets --method nope+rerotate --budget 64 --layers 2 --q-heads 2 --kv-heads 1
 expect_error "unknown method" 1 "unknown method 'nope'" budgets --method nope --budget 64 --layers 2 --q-heads 2 --kv-heads 1
 expect_error "budget 0" 1 "budget: 0 tokens must be > 0" budgets --method snapkv --budget 0 --layers 2 --q-heads 2 --kv-heads 1
 expect_error "ratio out of range" 1 "ratio 1.5 must be in \(0, 1\]" budgets --method snapkv --ratio 1.5 --prompt-len 10 --layers 2 --q-heads 2 --kv-heads 1

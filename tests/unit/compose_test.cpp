@@ -133,6 +133,57 @@ TEST(Method, EveryNamedMethodKeepsItsBudgetAndTheWindowInOrder) {
   }
 }
 
+// method_spec::rerotate_keys on every method (CAKE's re-trims included): the same rows are kept
+// as without it, values bit for bit, and each kept key is the plain run's key rotated by RoPE
+// from its token's position to its row's, n - len + row (layer_buffers' keys stand for post-RoPE
+// keys, base 10000, halves).
+TEST(Method, EveryNamedMethodRerotatesTheKeysItKeeps) {
+  const kvtrim::profile prof = test_profile(kShape);
+  const auto rotated = [](const float* x, index_t d, index_t delta, index_t j) {
+    const index_t i = j % (d / 2), a = i, b = i + d / 2;
+    const double ang = double(delta) * std::pow(10000.0, -2.0 * double(i) / double(d));
+    return j < d / 2 ? float(x[a] * std::cos(ang) - x[b] * std::sin(ang))
+                     : float(x[a] * std::sin(ang) + x[b] * std::cos(ang));
+  };
+  for (const std::string& name : kvtrim::method_names()) {
+    const index_t n = 300;
+    std::vector<std::vector<layer_buffers>> runs(2);
+    std::vector<std::vector<std::vector<index_t>>> lengths(2);
+    for (int r = 0; r < 2; ++r) {
+      kvtrim::method_spec cfg;
+      cfg.name = name;
+      cfg.target = kvtrim::budget::tokens(48);
+      cfg.prof = &prof;
+      cfg.rerotate_keys = r == 1;
+      auto seq = kvtrim::make_method(cfg, kShape).begin(n);
+      for (int l = 0; l < kShape.layers; ++l) runs[size_t(r)].emplace_back(4, 8, n, 8, 16, 300u + unsigned(l));
+      buffers_store store(runs[size_t(r)]);
+      for (int l = 0; l < kShape.layers; ++l)
+        lengths[size_t(r)].push_back(seq->compress_layer(l, runs[size_t(r)][size_t(l)].views(), store));
+      for (int l = 0; l < kShape.layers; ++l)
+        if (!store.lengths[size_t(l)].empty()) lengths[size_t(r)][size_t(l)] = store.lengths[size_t(l)];
+    }
+    ASSERT_EQ(lengths[0], lengths[1]) << name;
+    index_t moved = 0;
+    for (int l = 0; l < kShape.layers; ++l) {
+      const layer_buffers &plain = runs[0][size_t(l)], &rr = runs[1][size_t(l)];
+      for (index_t h = 0; h < 4; ++h)
+        for (index_t t = 0, len = lengths[0][size_t(l)][size_t(h)]; t < len; ++t) {
+          const index_t tok = plain.token_at(h, t), pos = n - len + t;  // packed up to the prompt's end
+          ASSERT_EQ(rr.token_at(h, t), tok) << name;
+          moved += tok != pos;
+          const float* k0 = plain.k.data() + (h * n + t) * 16;
+          for (index_t j = 0; j < 16; ++j)
+            ASSERT_NEAR(rr.k[size_t((h * n + t) * 16 + j)], rotated(k0, 16, pos - tok, j), 2e-5f)
+                << name << " layer " << l << " head " << h << " row " << t << " dim " << j;
+        }
+    }
+    if (name != "full") {
+      EXPECT_GT(moved, 0) << name;
+    }
+  }
+}
+
 TEST(Method, FullLeavesMemoryUntouched) {
   kvtrim::method_spec cfg;
   cfg.name = "full";

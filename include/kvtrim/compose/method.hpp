@@ -27,6 +27,10 @@ struct method_spec {
   index_t window = 8;                  // w: the last w prompt tokens, always kept
   param_values params;                 // this method's keys only ("beta" -> "20")
   const profile* prof = nullptr;       // compresskv, compresskv-uniform, headkv, adakv-compresskv
+  // Any method: each kept key re-rotated to its new row's position, 0..len-1 (kvpress's
+  // KeyRerotationPress; evict/rerotate.hpp). Every layer_kv given to the method, and a
+  // layer_store's compacted() views, must then carry the model's `rope`.
+  bool rerotate_keys = false;
 };
 
 // One sequence's compression state, type-erased over the composition.
@@ -187,11 +191,12 @@ namespace detail {
 struct cpu_composer {
   model_shape shape;
   compress_options options;
+  compact_in_place exec;
   template <class Sel, class Scorer, class Alloc>
   std::shared_ptr<const method_impl_base> operator()(Sel sel, Scorer sc, Alloc al) const {
     using C = compressor<Sel, Scorer, Alloc>;
     return std::make_shared<method_impl<C>>(
-        C(shape, options, std::move(sel), std::move(sc), std::move(al)));
+        C(shape, options, std::move(sel), std::move(sc), std::move(al), exec));
   }
 };
 
@@ -220,7 +225,8 @@ inline method make_method(const method_spec& spec, const model_shape& shape) {
   const param_set ps(spec.name, info.params, spec.params);
   detail::check_profile_for(info, spec.prof, shape);
   const build_args args{ps, spec.prof};
-  const detail::cpu_composer compose{shape, compress_options{spec.target, spec.window}};
+  const detail::cpu_composer compose{shape, compress_options{spec.target, spec.window},
+                                     compact_in_place{spec.rerotate_keys}};
   method m;
   m.spec_ = spec;
   m.params_ = ps.values();

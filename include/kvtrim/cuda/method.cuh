@@ -132,6 +132,8 @@ inline method make_method(const method_spec& spec, const model_shape& shape) {
   kvtrim::detail::require(!info.cascades, "method '", spec.name, "' re-trims earlier layers as "
                           "later ones arrive; the CUDA backend has no re-trim yet (use the CPU "
                           "path, or cuda::compressor's split step with your own re-trim)");
+  kvtrim::detail::require(!spec.rerotate_keys, "method '", spec.name, "': re-rotating kept keys "
+                          "(method_spec::rerotate_keys) has no CUDA path yet (use the CPU path)");
   method m;
   m.spec_ = spec;
   for_each_method([&](auto entry) {

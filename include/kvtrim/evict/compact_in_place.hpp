@@ -3,6 +3,9 @@
 // in the engine's own K and V memory, original order preserved, and the new per-head lengths are
 // returned. Rows at or past a head's new length are never written (the engine frees or reuses
 // them). Works through any strides: head-major, token-major [t][h][d], padded.
+// With rerotate_keys, each moved key is also re-rotated (evict/rerotate.hpp): row i of a head
+// keeping len tokens holds token keep[i]'s key as if computed at position n - len + i (the kept
+// keys packed contiguously up to the prompt's end); values are never touched.
 #include <type_traits>
 #include <vector>
 
@@ -10,20 +13,26 @@
 #include "kvtrim/core/layer_kv.hpp"
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/view.hpp"
+#include "kvtrim/evict/rerotate.hpp"
 #include "kvtrim/evict/rows.hpp"
 
 namespace kvtrim {
 
 struct compact_in_place {
+  bool rerotate_keys = false;  // needs kv.rope (checked before anything moves)
+
   // Validates everything first (views, selection sorted strictly ascending, indices < n, the last
-  // w = kv.window() prompt tokens present; no window check when kv.queries is empty), then moves
-  // rows. Throws kvtrim::error with the views untouched on any bad input.
+  // w = kv.window() prompt tokens present; no window check when kv.queries is empty; the RoPE
+  // when re-rotating), then moves rows. Throws kvtrim::error with the views untouched on any bad
+  // input.
   template <class T>
   std::vector<index_t> apply(const selection& sel, const layer_kv<T>& kv) const {
     static_assert(!std::is_const_v<T>, "compact_in_place writes the K/V views: T must not be const");
     const index_t n = kv.prompt_length();
     const index_t w = kv.queries.empty() ? 0 : kv.window();
     detail::check_selection(sel, kv.keys, kv.values, n, w, "compact_in_place");
+    const std::vector<double> freq =
+        rerotate_keys ? detail::rope_frequencies(kv.rope, kv.keys.dim(), "compact_in_place") : std::vector<double>{};
 
     // K and V of each head are independent work items: 2H items balance better over the
     // threads than H (SmolLM2's 3 KV heads on 2 threads would leave one idle a third of the time).
@@ -53,6 +62,10 @@ struct compact_in_place {
         detail::copy_row(v.row(h, keep[static_cast<size_t>(i)]), v.stride_dim(), v.row(h, i),
                          v.stride_dim(), v.dim());
       }
+      if (rerotate_keys && it % 2 == 0)  // every kept row, the unmoved prefix too (delta n - len)
+        for (i = 0; i < len; ++i)
+          if (const index_t delta = n - len + i - keep[static_cast<size_t>(i)]; delta != 0)
+            detail::rotate_row(v.row(h, i), v.stride_dim(), v.dim(), kv.rope.pairs, freq, delta);
     }
     return sel.lengths();
   }
