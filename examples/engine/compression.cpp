@@ -53,7 +53,7 @@ kvtrim::layer_kv<float> compression_session::store::compacted(int layer, int64_t
   kv.keys = kvtrim::view3<float>::head_major(cache.k(layer, int(kv_head)), 1, len, cache.head_dim());
   kv.values = kvtrim::view3<float>::head_major(cache.v(layer, int(kv_head)), 1, len, cache.head_dim());
   kv.kv_head_offset = kv_head;
-  kv.rope.inv_freq = inv_freq;  // the re-trimmed rows sit at positions 0..len-1 when re-rotated
+  kv.rope.inv_freq = inv_freq;  // a re-rotating method turns the re-trimmed rows again
   return kv;
 }
 

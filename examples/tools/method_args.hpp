@@ -41,7 +41,8 @@ inline std::string method_options_help() {
   std::string s =
       "\nmethod options:\n"
       "  --method M             one of the methods below; M+rerotate: the same method with\n"
-      "                         each kept key re-rotated to its new position (0..len-1)\n"
+      "                         each head's kept keys re-rotated to contiguous positions\n"
+      "                         ending at the prompt's end (n-len..n-1)\n"
       "  --budget B             average retained tokens per KV head per layer, window included\n"
       "  --ratio R              or the fraction of the prompt kept, in (0, 1]\n"
       "  --window W             observation window, always kept (default 8)\n"

@@ -27,9 +27,9 @@ struct method_spec {
   index_t window = 8;                  // w: the last w prompt tokens, always kept
   param_values params;                 // this method's keys only ("beta" -> "20")
   const profile* prof = nullptr;       // compresskv, compresskv-uniform, headkv, adakv-compresskv
-  // Any method: each kept key re-rotated to its new row's position, 0..len-1 (kvpress's
-  // KeyRerotationPress; evict/rerotate.hpp). Every layer_kv given to the method, and a
-  // layer_store's compacted() views, must then carry the model's `rope`.
+  // Any method: each head's kept keys re-rotated to contiguous positions ending at the prompt's
+  // end, n - len .. n - 1 (kvpress's KeyRerotationPress; evict/rerotate.hpp). Every layer_kv
+  // given to the method, and a layer_store's compacted() views, must then carry the model's `rope`.
   bool rerotate_keys = false;
 };
 

@@ -3,7 +3,7 @@
 // in the engine's own K and V memory, original order preserved, and the new per-head lengths are
 // returned. Rows at or past a head's new length are never written (the engine frees or reuses
 // them). Works through any strides: head-major, token-major [t][h][d], padded.
-// With rerotate_keys, each moved key is also re-rotated (evict/rerotate.hpp): row i of a head
+// With rerotate_keys, every kept key is also re-rotated (evict/rerotate.hpp): row i of a head
 // keeping len tokens holds token keep[i]'s key as if computed at position n - len + i (the kept
 // keys packed contiguously up to the prompt's end); values are never touched.
 #include <type_traits>
