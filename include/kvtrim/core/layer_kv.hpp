@@ -2,6 +2,7 @@
 // One sequence's view of one layer at the end of prefill: K, V and the observation window's
 // queries, all after RoPE, in the engine's own memory.
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "kvtrim/core/error.hpp"
@@ -22,6 +23,11 @@ struct rope_spec {
   bool given() const { return base > 0.0 || inv_freq != nullptr; }
   double frequency(index_t i, index_t dim) const {
     return inv_freq ? inv_freq[i] : std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(dim));
+  }
+  // The two dims that pair i in [0, dim/2) rotates together.
+  std::pair<index_t, index_t> pair_dims(index_t i, index_t dim) const {
+    return pairs == pairing::halves ? std::pair<index_t, index_t>{i, i + dim / 2}
+                                    : std::pair<index_t, index_t>{2 * i, 2 * i + 1};
   }
 };
 

@@ -65,7 +65,7 @@ struct compact_in_place {
       if (rerotate_keys && it % 2 == 0)  // every kept row, the unmoved prefix too (delta n - len)
         for (i = 0; i < len; ++i)
           if (const index_t delta = n - len + i - keep[static_cast<size_t>(i)]; delta != 0)
-            detail::rotate_row(v.row(h, i), v.stride_dim(), v.dim(), kv.rope.pairs, freq, delta);
+            detail::rotate_row(v.row(h, i), v.stride_dim(), v.dim(), kv.rope, freq, delta);
     }
     return sel.lengths();
   }

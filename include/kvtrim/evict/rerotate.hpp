@@ -32,15 +32,14 @@ inline std::vector<double> rope_frequencies(const rope_spec& rope, index_t dim, 
   return f;
 }
 
-// Rotates one [dim] key row by `delta` positions: each pair (a, b) of `pairs` by delta * f_i.
-// Angles in double (delta * f reaches 1e5 radians at long contexts), the row in float.
+// Rotates one [dim] key row by `delta` positions: each of the rope's pairs (a, b) by delta * f_i
+// (freq: rope_frequencies). Angles in double (delta * f reaches 1e5 radians at long contexts),
+// the row in float.
 template <class T>
-void rotate_row(T* row, index_t stride_dim, index_t dim, rope_spec::pairing pairs,
+void rotate_row(T* row, index_t stride_dim, index_t dim, const rope_spec& rope,
                 const std::vector<double>& freq, index_t delta) {
-  const index_t half = dim / 2;
-  for (index_t i = 0; i < half; ++i) {
-    const index_t ia = pairs == rope_spec::pairing::halves ? i : 2 * i;
-    const index_t ib = pairs == rope_spec::pairing::halves ? i + half : 2 * i + 1;
+  for (index_t i = 0; i < dim / 2; ++i) {
+    const auto [ia, ib] = rope.pair_dims(i, dim);
     const double angle = static_cast<double>(delta) * freq[static_cast<size_t>(i)];
     const auto c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
     const float a = to_float(row[ia * stride_dim]), b = to_float(row[ib * stride_dim]);

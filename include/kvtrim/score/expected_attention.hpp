@@ -66,8 +66,7 @@ inline Eigen::MatrixXf average_rope_rotation(const rope_spec& rope, index_t d, i
     }
     c /= static_cast<double>(count);
     s /= static_cast<double>(count);
-    const index_t x = rope.pairs == rope_spec::pairing::halves ? a : 2 * a;
-    const index_t y = rope.pairs == rope_spec::pairing::halves ? a + half : 2 * a + 1;
+    const auto [x, y] = rope.pair_dims(a, d);
     R(x, x) = static_cast<float>(c);
     R(x, y) = static_cast<float>(-s);
     R(y, x) = static_cast<float>(s);
