@@ -640,6 +640,90 @@ std::string method_rows(const family_table& t, const prompt_index& idx, const st
   return md;
 }
 
+// The baselines a headline method is compared with: the papers' (SnapKV, PyramidKV, StreamingLLM
+// first, as the CompressKV paper orders them), then every other method the records hold, except
+// the full cache and the names in `own` (the method's own variants, or one compared elsewhere).
+std::vector<std::string> baselines_of(const family_table& t, const std::vector<std::string>& own) {
+  std::vector<std::string> out{"snapkv", "pyramidkv", "streaming", "adakv", "cake", "snapkv-paper", "pyramidkv-paper"};
+  std::vector<std::string> all = kvtrim::method_names();
+  for (const auto& [f, ms] : t)
+    for (const auto& [m, bs] : ms)
+      if (std::find(all.begin(), all.end(), m) == all.end()) all.push_back(m);  // e.g. snapkv+rerotate
+  for (const auto& m : all)
+    if (std::find(out.begin(), out.end(), m) == out.end()) out.push_back(m);
+  auto is_own = [&](const std::string& m) {
+    if (m == "full") return true;
+    for (const auto& o : own)
+      if (m.rfind(o, 0) == 0) return true;
+    return false;
+  };
+  out.erase(std::remove_if(out.begin(), out.end(), is_own), out.end());
+  return out;
+}
+
+// `subject` against every baseline of baselines_of(own) at equal bytes, by family: its mean vs the
+// best baseline's (by mean) with the paired difference to it, then the paired difference to each
+// baseline, then a tally of wins / ties / losses over every (family, budget) cell.
+std::string against_baselines(const family_table& t, const prompt_index& idx, const std::string& subject,
+                              const std::vector<std::string>& own, const std::string& title,
+                              const std::string& section, nlohmann::json* out) {
+  const std::vector<std::string> baselines = baselines_of(t, own);
+  bool any = false;
+  std::map<std::string, std::array<int, 3>> tally;  // baseline -> wins, ties, losses of the subject
+  std::string goal = "\n## " + title + " against every baseline\n\nFirst row: " + subject +
+                     "'s mean score vs the best baseline's (by mean), and the paired difference to it; then the "
+                     "paired difference to each baseline.\n";
+  for (const auto& [f, ms] : t) {
+    if (!ms.count(subject)) continue;
+    const bool low = lower_is_better(f);
+    std::string body;
+    std::map<std::string, std::string> rows;
+    for (const auto& b : budgets_of(t, f)) {
+      const auto* c = find_row(t, f, subject, b);
+      const summary_row* best = nullptr;
+      for (const auto& m : baselines) {
+        const auto* r = find_row(t, f, m, b);
+        if (r && (!best || (low ? r->score < best->score : r->score > best->score))) best = r;
+      }
+      for (const auto& m : baselines) {
+        if (!ms.count(m)) continue;
+        const auto* x = find_scores(idx, f, subject, b);
+        const auto* y = find_scores(idx, f, m, b);
+        if (!x || !y) {
+          rows[m] += " |";
+          continue;
+        }
+        const auto d = paired(*x, *y);
+        rows[m] += " " + diff_cell(d, low, prec_of(f)) + " |";
+        record_comparison(out, section, f, "all", b, subject, m, d, low);
+        const int v = better(d, low);
+        ++tally[m][v > 0 ? 0 : v == 0 ? 1 : 2];
+      }
+      if (!c || !best) {
+        body += " |";
+        continue;
+      }
+      const auto d = paired(*find_scores(idx, f, subject, b), *find_scores(idx, f, best->method, b));
+      body += " " + fmt(c->score, prec_of(f)) + " vs " + fmt(best->score, prec_of(f)) + " " + best->method + ": " +
+              diff_cell(d, low, prec_of(f)) + " |";
+    }
+    if (!any) goal += "\n";
+    goal += header(t, f, f) + "| " + subject + " vs best baseline |" + body + "\n";
+    for (const auto& m : baselines)
+      if (rows.count(m)) goal += "| " + subject + " - " + m + " |" + rows[m] + "\n";
+    goal += "\n";
+    any = true;
+  }
+  if (!any) return "";
+  goal += "Over every (family, budget) cell above:";
+  for (const auto& m : baselines)
+    if (tally.count(m))
+      goal += " vs " + m + " " + std::to_string(tally[m][0]) + " wins, " + std::to_string(tally[m][1]) + " ties, " +
+              std::to_string(tally[m][2]) + " losses;";
+  goal.back() = '.';
+  return goal + "\n";
+}
+
 }  // namespace
 
 std::string comparison_markdown(const std::vector<nlohmann::json>& records, nlohmann::json* comparisons) {
@@ -654,62 +738,8 @@ std::string comparison_markdown(const std::vector<nlohmann::json>& records, nloh
                    ", " + std::to_string(k_resamples) + " resamples) and the prompt count. **win** / **loss** only "
                    "where the interval excludes 0 (on the better side for a: higher score, lower KL or perplexity); "
                    "otherwise tie, as it is with fewer than 2 prompts.\n";
-  const std::vector<std::string> baselines{"snapkv", "pyramidkv", "streaming"};
-  bool any = false;
-  std::map<std::string, std::array<int, 3>> tally;  // baseline -> wins, ties, losses of compresskv
-  std::string goal = "\n## CompressKV against SnapKV, PyramidKV and StreamingLLM\n\nFirst row: CompressKV's mean "
-                     "score vs the best of the three baselines (by mean), and the paired difference to it; then the "
-                     "paired difference to each baseline.\n";
-  for (const auto& [f, ms] : t) {
-    if (!ms.count("compresskv")) continue;
-    const bool low = lower_is_better(f);
-    std::string body;
-    std::map<std::string, std::string> rows;
-    for (const auto& b : budgets_of(t, f)) {
-      const auto* c = find_row(t, f, "compresskv", b);
-      const summary_row* best = nullptr;
-      for (const auto& m : baselines) {
-        const auto* r = find_row(t, f, m, b);
-        if (r && (!best || (low ? r->score < best->score : r->score > best->score))) best = r;
-      }
-      for (const auto& m : baselines) {
-        if (!ms.count(m)) continue;
-        const auto* x = find_scores(idx, f, "compresskv", b);
-        const auto* y = find_scores(idx, f, m, b);
-        if (!x || !y) {
-          rows[m] += " |";
-          continue;
-        }
-        const auto d = paired(*x, *y);
-        rows[m] += " " + diff_cell(d, low, prec_of(f)) + " |";
-        record_comparison(out, "compresskv_vs_baselines", f, "all", b, "compresskv", m, d, low);
-        const int v = better(d, low);
-        ++tally[m][v > 0 ? 0 : v == 0 ? 1 : 2];
-      }
-      if (!c || !best) {
-        body += " |";
-        continue;
-      }
-      const auto d = paired(*find_scores(idx, f, "compresskv", b), *find_scores(idx, f, best->method, b));
-      body += " " + fmt(c->score, prec_of(f)) + " vs " + fmt(best->score, prec_of(f)) + " " + best->method + ": " +
-              diff_cell(d, low, prec_of(f)) + " |";
-    }
-    if (!any) goal += "\n";
-    goal += header(t, f, f) + "| compresskv vs best baseline |" + body + "\n";
-    for (const auto& m : baselines)
-      if (rows.count(m)) goal += "| compresskv - " + m + " |" + rows[m] + "\n";
-    goal += "\n";
-    any = true;
-  }
-  if (any) {
-    goal += "Over every (family, budget) cell above:";
-    for (const auto& m : baselines)
-      if (tally.count(m))
-        goal += " vs " + m + " " + std::to_string(tally[m][0]) + " wins, " + std::to_string(tally[m][1]) + " ties, " +
-                std::to_string(tally[m][2]) + " losses;";
-    goal.back() = '.';
-    md += goal + "\n";
-  }
+  md += against_baselines(t, idx, "compresskv", {"compresskv"}, "CompressKV", "compresskv_vs_baselines", out);
+  md += against_baselines(t, idx, "headkv", {"headkv", "compresskv"}, "HeadKV", "headkv_vs_baselines", out);
 
   std::string pct = "\n## Score as % of the full cache's\n";
   bool any_pct = false;
@@ -776,6 +806,15 @@ std::string comparison_markdown(const std::vector<nlohmann::json>& records, nloh
   if (!abl.empty())
     md += "\n## Ablation: SnapKV -> + semantic retrieval heads (compresskv-uniform) -> + error-aware layer budgets "
           "(compresskv)\n" + abl;
+  // The CompressKV paper's own comparison, reproduced: its mis-grouped SnapKV (snapkv-paper) -> + SRH
+  // -> + layer budgets, all pooled avg 5 as its evaluation script pools every method.
+  const std::string abl_paper = method_rows(
+      t, idx, {"snapkv-paper", "compresskv-uniform", "compresskv"},
+      {{"compresskv-uniform", "snapkv-paper"}, {"compresskv", "compresskv-uniform"}, {"compresskv", "snapkv-paper"}},
+      "ablation_paper", out);
+  if (!abl_paper.empty())
+    md += "\n## The paper's ablation: SnapKV as the paper groups GQA (snapkv-paper) -> + semantic retrieval heads "
+          "-> + error-aware layer budgets\n" + abl_paper;
   const std::string hk = method_rows(t, idx, {"adakv", "headkv"}, {{"headkv", "adakv"}}, "headkv_vs_adakv", out);
   if (!hk.empty()) md += "\n## HeadKV against Ada-KV at equal bytes\n" + hk;
 

@@ -255,6 +255,45 @@ TEST(EvalReport, ADifferenceInsideTheIntervalIsATie) {
             std::string::npos) << comparison_markdown(recs);
 }
 
+TEST(EvalReport, HeadlineMethodsAgainstEveryBaseline) {
+  // Constant per-prompt differences over three prompts, so every interval is a point: compresskv 60
+  // against adakv 50 (win), cake 70 (loss), snapkv-paper 40 (win) and headkv 60 (tie at 0).
+  std::vector<nlohmann::json> recs;
+  for (const char* p : {"p1", "p2", "p3"})
+    for (const auto& [m, s] : std::vector<std::pair<std::string, double>>{{"compresskv", 60}, {"headkv", 60},
+                                                                         {"adakv", 50}, {"cake", 70},
+                                                                         {"snapkv-paper", 40},
+                                                                         {"compresskv-uniform", 55}})
+      recs.push_back(prompt_rec("niah_passkey", p, m, "64", s));
+  nlohmann::json cmp = nlohmann::json::array();
+  const std::string md = comparison_markdown(recs, &cmp);
+  EXPECT_NE(md.find("## CompressKV against every baseline"), std::string::npos) << md;
+  EXPECT_NE(md.find("| compresskv vs best baseline | 60.0 vs 70.0 cake: -10.0 [-10.0, -10.0] n=3 **loss** |"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("| compresskv - headkv | +0.0 [+0.0, +0.0] n=3 tie |"), std::string::npos) << md;
+  EXPECT_NE(md.find("vs adakv 1 wins, 0 ties, 0 losses; vs cake 0 wins, 0 ties, 1 losses; vs snapkv-paper 1 wins, 0 "
+                    "ties, 0 losses; vs headkv 0 wins, 1 ties, 0 losses."),
+            std::string::npos) << md;
+  // compresskv-uniform is CompressKV's own ablation, never one of its baselines.
+  const size_t own = md.find("| compresskv - compresskv-uniform | +5.0");
+  EXPECT_NE(own, std::string::npos) << md;  // once, in the ablation below
+  EXPECT_EQ(own, md.rfind("| compresskv - compresskv-uniform | +5.0")) << md;
+  // HeadKV against the same baselines, CompressKV left to the section above.
+  EXPECT_NE(md.find("## HeadKV against every baseline"), std::string::npos) << md;
+  EXPECT_NE(md.find("| headkv - snapkv-paper | +20.0 [+20.0, +20.0] n=3 **win** |"), std::string::npos) << md;
+  EXPECT_EQ(md.find("| headkv - compresskv |"), std::string::npos) << md;
+  // The paper's ablation, from its mis-grouped SnapKV.
+  EXPECT_NE(md.find("| compresskv-uniform - snapkv-paper | +15.0 [+15.0, +15.0] n=3 **win** |"), std::string::npos)
+      << md;
+  size_t headkv_rows = 0, paper_rows = 0;
+  for (const auto& c : cmp) {
+    headkv_rows += c["section"] == "headkv_vs_baselines";
+    paper_rows += c["section"] == "ablation_paper";
+  }
+  EXPECT_EQ(headkv_rows, 3u);  // adakv, cake, snapkv-paper
+  EXPECT_EQ(paper_rows, 3u);
+}
+
 TEST(EvalReport, FullCacheCorrectAndWrongPromptsApart) {
   // The full cache gets p1 and p2 right, p3 wrong; snapkv keeps p1 only, and gets p3 "right".
   std::vector<nlohmann::json> recs = {
