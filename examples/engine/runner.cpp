@@ -65,7 +65,7 @@ std::string to_json(const run_report& r) {
                       {"decode_s", r.decode_s},
                       {"decode_tokens_per_s", r.decode_tokens_per_s},
                       {"peak_rss_bytes", r.peak_rss_bytes}};
-  return j.dump();
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // a cut character -> U+FFFD
 }
 
 }  // namespace kvhost

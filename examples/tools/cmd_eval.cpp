@@ -499,7 +499,9 @@ int cmd_eval(int argc, char** argv) {
       r["config_s"] = since(t_cfg);  // this configuration's own work (separate: its whole run)
       r["reference"] = s.references.empty() ? "" : s.references[0];
       if (!s.fact_prompt.empty()) r["fact_answer"] = fact;
-      rec << r.dump() << "\n";
+      // A greedy answer cut at max_new_tokens may end inside a multi-byte character (the tokenizer
+      // returns raw bytes): write U+FFFD for such bytes rather than throw and lose the shard.
+      rec << r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
       rec.flush();
       ++finished;
     }

@@ -203,3 +203,15 @@ TEST(FullMethod, KeepsPromptsShorterThanTheWindow) {
 }
 
 }  // namespace
+
+// Found on the 2026-12-07 eval grid: a 24-token answer ended inside a multi-byte character, the
+// record's JSON dump threw "invalid UTF-8 byte" and the whole shard stopped. The cut bytes are now
+// written as U+FFFD and the record parses.
+TEST(RunReport, AnAnswerCutInsideACharacterStillWritesValidJson) {
+  kvhost::run_report r;
+  r.method = "snapkv";
+  r.answer = "caf\xC3";  // the first byte of "é" alone
+  const auto j = nlohmann::json::parse(kvhost::to_json(r));
+  EXPECT_EQ(j["answer"].get<std::string>(), "caf\xEF\xBF\xBD");
+  EXPECT_EQ(j["method"].get<std::string>(), "snapkv");
+}
