@@ -45,12 +45,12 @@ class DecodeCompression : public ::testing::Test {
   std::vector<int32_t> prompt;
 };
 
-// snapkv at B = 32 in prefill, then 96 decode steps kept at 32 per head every 8 steps: after each
+// snapkv at B = 32 in prefill, then 64 decode steps kept at 32 per head every 8 steps: after each
 // step's compressions no head holds more than target + interval rows, and the store never holds
 // more than every head at target + interval + 1 rows in allocation granules.
 TEST_F(DecodeCompression, AllocatedBytesStayBoundedAtEveryStep) {
   const kvhost::model_config& c = mdl->config();
-  const int64_t T = 32, K = 8, steps = 96;
+  const int64_t T = 32, K = 8, steps = 64;
   ASSERT_GT(static_cast<int64_t>(prompt.size()), T);
   const kvtrim::method m = make("snapkv", T);
   const kvtrim::decode_compressor dc(m, {T, K});
@@ -81,7 +81,7 @@ TEST_F(DecodeCompression, AllocatedBytesStayBoundedAtEveryStep) {
   EXPECT_GE(dec.compressions(), c.n_layer * (steps / K - 1));              // every layer, every K steps
   EXPECT_GT(worst_len, T);                                                  // the cache did grow in between
   EXPECT_LE(worst_bytes, bound);
-  // Without decode-time compression the same run ends with every head at 32 + 96 rows.
+  // Without decode-time compression the same run ends with every head at 32 + 64 rows.
   EXPECT_LT(cache.retained_tokens(), c.n_layer * c.n_kv_head * (T + steps) / 2);
 }
 
@@ -90,15 +90,15 @@ TEST_F(DecodeCompression, AllocatedBytesStayBoundedAtEveryStep) {
 TEST_F(DecodeCompression, TargetAboveTheLengthIsPlainDecoding) {
   const kvtrim::method m = make("snapkv", 32);
   const kvtrim::decode_compressor dc(m, {4096, 8});
-  const kvhost::run_report plain = kvhost::run_generation(*mdl, *tok, prompt, &m, 40, {});
-  const kvhost::run_report dec = kvhost::run_generation(*mdl, *tok, prompt, &m, 40, {}, &dc);
-  ASSERT_EQ(plain.tokens.size(), 40u);
+  const kvhost::run_report plain = kvhost::run_generation(*mdl, *tok, prompt, &m, 32, {});
+  const kvhost::run_report dec = kvhost::run_generation(*mdl, *tok, prompt, &m, 32, {}, &dc);
+  ASSERT_EQ(plain.tokens.size(), 32u);
   EXPECT_EQ(dec.tokens, plain.tokens);
   EXPECT_EQ(dec.decode_compressions, 0);
   EXPECT_EQ(dec.kv_allocated_bytes, plain.kv_allocated_bytes);
   // And a small target does cut: fewer bytes at the end than plain decoding.
   const kvtrim::decode_compressor small(m, {16, 8});
-  const kvhost::run_report cut = kvhost::run_generation(*mdl, *tok, prompt, &m, 40, {}, &small);
+  const kvhost::run_report cut = kvhost::run_generation(*mdl, *tok, prompt, &m, 32, {}, &small);
   EXPECT_GT(cut.decode_compressions, 0);
   EXPECT_LT(cut.kv_allocated_bytes, plain.kv_allocated_bytes);
 }
