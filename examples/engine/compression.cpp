@@ -44,10 +44,10 @@ std::vector<int64_t> compression_session::on_layer(int layer, float* k, float* v
   return lengths;
 }
 
-// CAKE: a later layer's preference shrinks the budgets of layers already in the store. Each head
-// of the store is its own allocation, so kvtrim re-trims each through a one-head view and the
-// store then releases the freed rows.
-kvtrim::layer_kv<float> compression_session::store::compacted(int layer, int64_t kv_head) {
+// CAKE: a later layer's preference shrinks the budgets of layers already in the store; decode-time
+// compression cuts heads back to their target. Each head of the store is its own allocation, so
+// kvtrim works through a one-head view and the store then releases the freed rows.
+kvtrim::layer_kv<float> host_layer_store::compacted(int layer, int64_t kv_head) {
   const int64_t len = cache.lengths(layer)[size_t(kv_head)];
   kvtrim::layer_kv<float> kv;
   kv.keys = kvtrim::view3<float>::head_major(cache.k(layer, int(kv_head)), 1, len, cache.head_dim());
@@ -57,8 +57,48 @@ kvtrim::layer_kv<float> compression_session::store::compacted(int layer, int64_t
   return kv;
 }
 
-void compression_session::store::resized(int layer, const std::vector<int64_t>& lengths) {
+void host_layer_store::resized(int layer, const std::vector<int64_t>& lengths) {
   cache.shrink(layer, lengths);
+}
+
+decode_session::decode_session(const kvtrim::decode_compressor& dc, kv_store& cache)
+    : dc_(dc), cache_(cache), store_(cache),
+      ring_(dc.decode_method().shape().layers, dc.decode_method().shape().q_heads, dc.window(),
+            dc.decode_method().shape().head_dim),
+      since_(static_cast<size_t>(dc.decode_method().shape().layers), 0) {}
+
+prefill_hook decode_session::wrap(prefill_hook inner) {
+  const bool sums = inner.wants_attention_sums(), queries = inner.wants_prompt_queries();
+  return prefill_hook::with_extras(
+      [this, inner = std::move(inner)](int layer, float* k, float* v, const float* q, int64_t n, int64_t w,
+                                       const layer_extras& e) {
+        const kvtrim::model_shape& s = dc_.decode_method().shape();
+        ring_.seed(layer, kvtrim::view3<const float>::head_major(q, s.q_heads, w, s.head_dim));
+        if (inner) return inner(layer, k, v, q, n, w, e);
+        return std::vector<int64_t>(static_cast<size_t>(s.kv_heads), n);
+      },
+      sums, queries);
+}
+
+decode_observer decode_session::observer() {
+  return [this](int layer, const float* q, const kv_store&, const float*) { ring_.push(layer, q); };
+}
+
+bool decode_session::after_step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  bool any = false;
+  for (int l = 0; l < cache_.n_layer(); ++l) {
+    int64_t& since = since_[static_cast<size_t>(l)];
+    ++since;
+    const std::vector<int64_t> len = cache_.lengths(l);
+    if (!ring_.full(l) || !dc_.due(l, since, len)) continue;
+    dc_.compress_layer(l, len, ring_.queries(l), store_);
+    since = 0;
+    ++compressions_;
+    any = true;
+  }
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return any;
 }
 
 }  // namespace kvhost

@@ -20,6 +20,8 @@
 #include "kvtrim/core/scores.hpp"
 #include "kvtrim/core/shape.hpp"
 #include "kvtrim/core/view.hpp"
+#include "kvtrim/decode/decode_compressor.hpp"
+#include "kvtrim/decode/query_ring.hpp"
 #include "kvtrim/evict/compact_in_place.hpp"
 #include "kvtrim/evict/copy_to.hpp"
 #include "kvtrim/evict/executor.hpp"

@@ -93,6 +93,14 @@ for c in demo generate budgets "profile import"; do
   $KVTRIM $c --help | grep -q "usage: kvtrim" && ok || bad "$c --help"
 done
 
+# --- decode-time compression (issue 14): options listed, bad values and refused methods rejected before the model loads
+"$KVTRIM" generate --help | grep -q -- "--decode-budget T" && "$KVTRIM" generate --help | grep -q -- "--decode-interval K" && ok || bad "generate --help lists --decode-budget / --decode-interval"
+expect_error "decode budget 0" 2 "--decode-budget 0 must be in \[1, 2147483647\]" generate --model /nonexistent.gguf --method snapkv --budget 64 --prompt hi --decode-budget 0
+expect_error "decode interval 0" 2 "--decode-interval 0 must be in \[1, 1048576\]" generate --model /nonexistent.gguf --method snapkv --budget 64 --prompt hi --decode-budget 64 --decode-interval 0
+expect_error "decode interval alone" 2 "--decode-interval needs --decode-budget" generate --model /nonexistent.gguf --method snapkv --budget 64 --prompt hi --decode-interval 8
+expect_error "decode with h2o" 1 "decode-time compression: method 'h2o' scores with the attention sums" generate --model /nonexistent.gguf --method h2o --budget 64 --prompt hi --decode-budget 64
+expect_error "decode with cake" 1 "method 'cake' cascades" generate --model /nonexistent.gguf --method cake --budget 64 --prompt hi --decode-budget 64
+
 # --- issue 15: bad input never crashes, never loses work (fuzzing campaign regressions) ----------
 # CLI numbers: strict (whole value, no overflow, range-checked before narrowing).
 expect_error "layers narrowing" 2 "--layers 4294967326 must be in \[1, 1048576\]" budgets --method snapkv --budget 8 --layers 4294967326 --q-heads 2 --kv-heads 1
