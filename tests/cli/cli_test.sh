@@ -89,12 +89,14 @@ expect_error "missing --out" 2 "--out is required" profile import --compresskv-h
 expect_error "head id out of range" 1 "head_idx" profile import --compresskv-head-idx "$FIX/tiny_head_idx.json" --layers 3 --q-heads 2 --kv-heads 1 --out "$TMP/x.json"
 [ ! -e "$TMP/x.json" ] && ok || bad "a failed import left a file"
 "$KVTRIM" frobnicate >/dev/null 2>"$TMP/err"; [ $? -eq 2 ] && grep -q "unknown command 'frobnicate'" "$TMP/err" && ok || bad "unknown command"
+# Help text is captured before grep reads it: `kvtrim … --help | grep -q` fails under pipefail when
+# grep exits at the first match and the rest of a long help meets a closed pipe (SIGPIPE).
 for c in demo generate budgets "profile import"; do
-  $KVTRIM $c --help | grep -q "usage: kvtrim" && ok || bad "$c --help"
+  h=$($KVTRIM $c --help) && grep -q "usage: kvtrim" <<< "$h" && ok || bad "$c --help"
 done
 
 # --- decode-time compression (issue 14): options listed, bad values and refused methods rejected before the model loads
-"$KVTRIM" generate --help | grep -q -- "--decode-budget T" && "$KVTRIM" generate --help | grep -q -- "--decode-interval K" && ok || bad "generate --help lists --decode-budget / --decode-interval"
+h=$("$KVTRIM" generate --help) && grep -q -- "--decode-budget T" <<< "$h" && grep -q -- "--decode-interval K" <<< "$h" && ok || bad "generate --help lists --decode-budget / --decode-interval"
 expect_error "decode budget 0" 2 "--decode-budget 0 must be in \[1, 2147483647\]" generate --model /nonexistent.gguf --method snapkv --budget 64 --prompt hi --decode-budget 0
 expect_error "decode interval 0" 2 "--decode-interval 0 must be in \[1, 1048576\]" generate --model /nonexistent.gguf --method snapkv --budget 64 --prompt hi --decode-budget 64 --decode-interval 0
 expect_error "decode interval alone" 2 "--decode-interval needs --decode-budget" generate --model /nonexistent.gguf --method snapkv --budget 64 --prompt hi --decode-interval 8
